@@ -1,0 +1,40 @@
+"""Per-channel scalers, always fitted on training rows only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-8
+
+
+class StandardScaler:
+    """Zero mean, unit variance per channel; a constant channel is only centred."""
+
+    def fit(self, rows: np.ndarray) -> StandardScaler:
+        self.mean = rows.mean(axis=0)
+        std = rows.std(axis=0)
+        self.scale = np.where(std > EPS, std, 1.0)
+        return self
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return (values - self.mean) / self.scale
+
+
+class MinMaxScaler:
+    """Training range of each channel -> [-1, 1] (what Gramian angular fields need).
+
+    Values outside the training range map outside [-1, 1]; the GAF clips them. A constant
+    channel maps to 0.
+    """
+
+    def fit(self, rows: np.ndarray) -> MinMaxScaler:
+        self.low = rows.min(axis=0)
+        span = rows.max(axis=0) - self.low
+        self.span = np.where(span > EPS, span, np.inf)  # constant channel: (x - low) / inf = 0
+        return self
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return np.where(np.isinf(self.span), 0.0, 2.0 * (values - self.low) / self.span - 1.0)
+
+
+SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler}

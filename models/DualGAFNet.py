@@ -1,0 +1,83 @@
+"""DualGAFNet: two branches (GASF and GADF images of every sensor) fused per sensor.
+
+1. Each branch encodes every sensor's image with one weight-shared 2-D CNN:
+   [B, C, S, S] -> [B*C, 1, S, S] -> [B, C, F].
+2. Fusion per sensor of the GASF and GADF features (``--fusion``): ``gated`` (a learned gate
+   per feature), ``concat`` (then a projection) or ``add``.
+3. Self-attention across sensors, with a learned embedding per sensor, so the model relates
+   e.g. mixed-air temperature to the damper signal.
+4. The sensors' features, flattened in a fixed order, go to an MLP classifier.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from models.layers import FeatureNorm, classifier_head, conv_norm
+
+
+class SignalEncoder(nn.Module):
+    """Weight-shared CNN for one-channel S x S images -> ``features`` per image."""
+
+    def __init__(self, width: int, features: int, norm: str):
+        super().__init__()
+        widths = (width // 4, width // 2, width)
+        layers, in_ch = [], 1
+        for i, out_ch in enumerate(widths):  # every conv halves the image: cheap enough for CPUs
+            # No normalisation on the stem: a per-sample norm there would erase the sensor's level.
+            stem_norm = nn.Identity() if i == 0 else conv_norm(norm, out_ch, 2)
+            layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), stem_norm, nn.ReLU()]
+            in_ch = out_ch
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.proj = nn.Linear(in_ch, features)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = images.shape
+        return self.proj(self.body(images.reshape(b * c, 1, h, w))).reshape(b, c, -1)
+
+
+class Fusion(nn.Module):
+    def __init__(self, kind: str, features: int):
+        super().__init__()
+        self.kind = kind
+        if kind == "gated":
+            self.gate = nn.Linear(2 * features, features)
+        elif kind == "concat":
+            self.proj = nn.Linear(2 * features, features)
+
+    def forward(self, summation: torch.Tensor, difference: torch.Tensor) -> torch.Tensor:
+        if self.kind == "add":
+            return summation + difference
+        both = torch.cat([summation, difference], dim=-1)
+        if self.kind == "concat":
+            return self.proj(both)
+        gate = torch.sigmoid(self.gate(both))
+        return gate * summation + (1 - gate) * difference
+
+
+def window_statistics(x: torch.Tensor) -> torch.Tensor:
+    """Per-sensor level and shape of the raw window [B, T, C] -> [B, C, 5]:
+    mean, std, min, max and last minus first."""
+    return torch.stack([x.mean(1), x.std(1, unbiased=False), x.amin(1), x.amax(1), x[:, -1] - x[:, 0]], dim=-1)
+
+
+class Model(nn.Module):
+    def __init__(self, args, dims):
+        super().__init__()
+        f = args.d_model
+        self.gasf_encoder = SignalEncoder(args.d_model, f, args.norm)
+        self.gadf_encoder = SignalEncoder(args.d_model, f, args.norm)
+        self.fusion = Fusion(args.fusion, f)
+        self.statistics = nn.Sequential(nn.Linear(5, f), nn.GELU(), nn.Linear(f, f))
+        self.signal_embedding = nn.Parameter(torch.zeros(dims.channels, f))
+        self.attention = nn.MultiheadAttention(f, args.n_heads, dropout=args.dropout, batch_first=True)
+        self.attention_norm = FeatureNorm(args.norm, f)
+        self.head = classifier_head(dims.channels * f, 2 * f, dims.classes, args.dropout)
+
+    def forward(self, gasf: torch.Tensor, gadf: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+        signals = self.fusion(self.gasf_encoder(gasf), self.gadf_encoder(gadf))
+        signals = signals + self.statistics(window_statistics(window)) + self.signal_embedding
+        attended, _ = self.attention(signals, signals, signals, need_weights=False)
+        signals = self.attention_norm(signals + attended)
+        return self.head(signals.flatten(1))

@@ -1,0 +1,42 @@
+"""1-D ResNet for multivariate windows (Wang, Yan and Oates, 2017), with a ``--norm`` choice.
+
+Three residual blocks of three convolutions (kernels 7, 5, 3), widths d, 2d, 2d with
+d = ``--d_model``, global average pooling over time, then an MLP classifier.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from models.layers import classifier_head, conv_norm
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, norm: str):
+        super().__init__()
+        layers = []
+        for i, kernel in enumerate((7, 5, 3)):
+            layers += [nn.Conv1d(in_ch if i == 0 else out_ch, out_ch, kernel, padding=kernel // 2), conv_norm(norm, out_ch, 1)]
+            if i < 2:
+                layers.append(nn.ReLU())
+        self.body = nn.Sequential(*layers)
+        self.shortcut = (
+            nn.Sequential(nn.Conv1d(in_ch, out_ch, 1), conv_norm(norm, out_ch, 1)) if in_ch != out_ch else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class Model(nn.Module):
+    def __init__(self, args, dims):
+        super().__init__()
+        d = args.d_model
+        self.blocks = nn.Sequential(
+            ResidualBlock(dims.channels, d, args.norm), ResidualBlock(d, 2 * d, args.norm), ResidualBlock(2 * d, 2 * d, args.norm)
+        )
+        self.head = classifier_head(2 * d, 2 * d, dims.classes, args.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x.transpose(1, 2)).mean(-1))

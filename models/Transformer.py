@@ -1,0 +1,48 @@
+"""Transformer encoder over patches of the window (PatchTST-style tokens, channels mixed).
+
+The window [B, T, C] is cut into patches of ``--patch_len`` samples; each patch of all
+sensors becomes one token of width ``--d_model``. Pre-norm encoder blocks (``--e_layers``,
+``--n_heads``) with a ``--norm`` choice, mean pooling over tokens, MLP classifier.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from models.layers import FeatureNorm, classifier_head
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, d: int, heads: int, dropout: float, norm: str):
+        super().__init__()
+        self.norm1, self.norm2 = FeatureNorm(norm, d), FeatureNorm(norm, d)
+        self.attention = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.feed_forward = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * d, d))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.dropout(self.attention(h, h, h, need_weights=False)[0])
+        return x + self.dropout(self.feed_forward(self.norm2(x)))
+
+
+class Model(nn.Module):
+    def __init__(self, args, dims):
+        super().__init__()
+        self.patch = min(args.patch_len, dims.length)
+        tokens = -(-dims.length // self.patch)  # ceil: the last patch is zero-padded
+        self.pad = tokens * self.patch - dims.length
+        d = args.d_model
+        self.embed = nn.Linear(self.patch * dims.channels, d)
+        self.position = nn.Parameter(torch.zeros(1, tokens, d))
+        self.blocks = nn.Sequential(*[EncoderBlock(d, args.n_heads, args.dropout, args.norm) for _ in range(args.e_layers)])
+        self.norm = FeatureNorm(args.norm, d)
+        self.head = classifier_head(d, 2 * d, dims.classes, args.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        if self.pad:
+            x = torch.nn.functional.pad(x, (0, 0, 0, self.pad))
+        tokens = self.embed(x.reshape(b, -1, self.patch * c)) + self.position
+        return self.head(self.norm(self.blocks(tokens)).mean(1))

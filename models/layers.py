@@ -1,0 +1,54 @@
+"""Shared building blocks, above all the ``--norm`` choice.
+
+BatchNorm normalises with the statistics of the current micro-batch and updates its running
+statistics once per micro-batch, so with gradient accumulation ``(b, GA=k)`` does not train
+like ``(b*k, GA=1)``. LayerNorm, GroupNorm and no normalisation act on each sample alone and
+keep accumulation exact; that is why they are offered and why the default is not ``batch``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+NORMS = ("batch", "layer", "group", "none")
+
+
+def _groups(channels: int) -> int:
+    return next(g for g in (8, 4, 2, 1) if channels % g == 0)
+
+
+def conv_norm(kind: str, channels: int, dims: int) -> nn.Module:
+    """Normalisation for conv features [N, channels, *spatial] (dims = 1 or 2)."""
+    if kind == "batch":
+        return nn.BatchNorm1d(channels) if dims == 1 else nn.BatchNorm2d(channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)  # over channels and positions of each sample
+    if kind == "group":
+        return nn.GroupNorm(_groups(channels), channels)
+    return nn.Identity()
+
+
+class FeatureNorm(nn.Module):
+    """Normalisation for feature vectors [..., dim] (tokens, nodes, signals)."""
+
+    def __init__(self, kind: str, dim: int):
+        super().__init__()
+        if kind == "batch":
+            self.norm = nn.BatchNorm1d(dim)
+        elif kind == "layer":
+            self.norm = nn.LayerNorm(dim)
+        elif kind == "group":
+            self.norm = nn.GroupNorm(_groups(dim), dim)
+        else:
+            self.norm = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        return self.norm(x.reshape(-1, shape[-1])).reshape(shape)
+
+
+def classifier_head(in_features: int, hidden: int, classes: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Dropout(dropout), nn.Linear(in_features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, classes)
+    )

@@ -1,0 +1,296 @@
+"""Train, validate and test an HVAC fault classifier on multivariate sensor windows.
+
+Argument parsing and validation only: the work is done by ``exp.exp.Exp``.
+Exit codes: 0 success, 2 bad arguments or data (one-line message), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+
+SEEDS_HEADLINE = "--model DualGAFNet --data DualGAF --step 96"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a mistake in one line (no usage block) and exits with 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# ------------------------------------------------------------- value types
+def _number(kind, low=None, high=None, low_open=False, name="number"):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite {name}, got {text!r}")
+        if low is not None and (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if low_open else '>='} {low}, got {text!r}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def positive_int(high=10**7):
+    return _number(int, 1, high, name="an integer")
+
+
+def non_negative_int(high=10**7):
+    return _number(int, 0, high, name="an integer")
+
+
+def non_negative_float(high=None):
+    return _number(float, 0.0, high, name="a number")
+
+
+def positive_float(high=None):
+    return _number(float, 0.0, high, low_open=True, name="a number")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from models import DEFAULT_MODEL, MODELS
+    from models.layers import NORMS
+    from utils.losses import PRESETS, presets_help
+
+    p = OneLineParser(
+        prog="run.py",
+        description=(
+            "Train a fault classifier on multivariate HVAC sensor windows, with exact gradient accumulation. "
+            f"With no flags: {SEEDS_HEADLINE} on the built-in AHU simulator."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("basic")
+    g.add_argument(
+        "--is_training", type=int, choices=(0, 1), default=1, help="1: train then test; 0: test the saved best.pt of the same run"
+    )
+    g.add_argument("--model_id", default="ahu", help="free name of the experiment, first part of the run name")
+    g.add_argument(
+        "--model",
+        choices=list(MODELS),
+        default=None,
+        help="model; default: the --data format's default " + ", ".join(f"{d} -> {m}" for d, m in DEFAULT_MODEL.items()),
+    )
+    g.add_argument("--des", default="Exp", help="free description, part of the run name")
+    g.add_argument(
+        "--itr", type=positive_int(1000), default=1, help="repeat the experiment this many times, with seeds seed, seed+1, ..."
+    )
+    g.add_argument("--seed", type=non_negative_int(2**31 - 1), default=2021, help="seed for weights, sample order and dropout")
+    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    g.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="float64 is for verification runs")
+
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data",
+        choices=("Classification", "DualGAF", "GNN"),
+        default=None,
+        help="batch format: plain windows, dual GASF+GADF images, or a sensor graph; default: the --model's format (DualGAF)",
+    )
+    g.add_argument("--root_path", default=".", help="folder of --data_path")
+    g.add_argument("--data_path", default=None, help="CSV file under --root_path; without it the built-in AHU simulator is used")
+    g.add_argument("--time_col", default="Datetime", help="CSV: timestamp column (gaps cut segments)")
+    g.add_argument("--label_col", default="label", help="CSV: class label column")
+    g.add_argument(
+        "--feature_cols", default=None, help="CSV: comma-separated sensor columns (default: every other numeric column)"
+    )
+    g.add_argument("--step", type=_number(int, 2, 100_000, name="an integer"), default=96, help="window length in samples")
+    g.add_argument(
+        "--stride", type=positive_int(100_000), default=None, help="window stride in samples (default: half of --step)"
+    )
+    g.add_argument(
+        "--split_block",
+        type=positive_int(100_000),
+        default=4,
+        help="leak-free split: each segment is cut into blocks of this many windows, dealt train,train,train,val,test",
+    )
+    g.add_argument("--sim_days", type=_number(int, 1, 365, name="an integer"), default=12, help="simulator: days per class")
+    g.add_argument("--sim_seed", type=non_negative_int(2**31 - 1), default=0, help="simulator: seed of the simulated building")
+    g.add_argument(
+        "--export_data",
+        metavar="CSV",
+        default=None,
+        help="write the simulated table to this CSV file (the layout real logs have) and exit",
+    )
+    g.add_argument(
+        "--gaf_size",
+        type=_number(int, 2, 1024, name="an integer"),
+        default=32,
+        help="DualGAF: image size; windows longer than this are shortened by PAA",
+    )
+    g.add_argument(
+        "--graph_threshold", type=non_negative_float(1.0), default=0.3, help="GNN: edge where |corr| >= this on training rows"
+    )
+    g.add_argument("--num_workers", type=non_negative_int(64), default=0, help="DataLoader worker processes")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--d_model", type=_number(int, 8, 4096, name="an integer"), default=64, help="model width")
+    g.add_argument("--n_heads", type=positive_int(64), default=4, help="attention heads (DualGAFNet, Transformer)")
+    g.add_argument("--e_layers", type=positive_int(64), default=2, help="encoder / graph layers (Transformer, GNN)")
+    g.add_argument("--patch_len", type=positive_int(100_000), default=8, help="Transformer: samples per token")
+    g.add_argument("--dropout", type=_number(float, 0.0, 0.95, name="a number"), default=0.1, help="dropout probability")
+    g.add_argument(
+        "--norm",
+        choices=NORMS,
+        default="layer",
+        help="normalisation inside models; 'batch' breaks exact accumulation (per-micro-batch statistics)",
+    )
+    g.add_argument(
+        "--fusion", choices=("gated", "concat", "add"), default="gated", help="DualGAFNet: GASF/GADF fusion per sensor"
+    )
+
+    g = p.add_argument_group("training")
+    g.add_argument("--train_epochs", type=positive_int(100_000), default=30, help="maximum epochs")
+    g.add_argument("--batch_size", type=positive_int(1_000_000), default=32, help="micro-batch size (samples per forward pass)")
+    g.add_argument("--learning_rate", type=positive_float(10.0), default=2e-3, help="initial learning rate")
+    g.add_argument("--optimizer", choices=("radam", "adamw", "sgd"), default="radam", help="optimizer (sgd uses momentum 0.9)")
+    g.add_argument("--weight_decay", type=non_negative_float(1.0), default=1e-4, help="weight decay (decoupled for radam/adamw)")
+    g.add_argument(
+        "--lr_scheduler",
+        choices=("plateau", "none"),
+        default="plateau",
+        help="plateau: ReduceLROnPlateau on validation loss, once per epoch",
+    )
+    g.add_argument(
+        "--lr_factor", type=_number(float, 0.0, 1.0, low_open=True, name="a number"), default=0.5, help="plateau: LR multiplier"
+    )
+    g.add_argument(
+        "--lr_patience", type=non_negative_int(10_000), default=2, help="plateau: epochs without improvement before the LR drops"
+    )
+    g.add_argument(
+        "--patience",
+        type=non_negative_int(100_000),
+        default=8,
+        help="early stopping: epochs without validation-loss improvement (0: off)",
+    )
+    g.add_argument(
+        "--max_grad_norm",
+        type=non_negative_float(),
+        default=1.0,
+        help="clip the gradient norm once per optimizer update, on the whole window's gradient (0: off)",
+    )
+    g.add_argument("--use_amp", action="store_true", help="mixed precision: CUDA fp16 with GradScaler (or bf16), CPU bf16")
+    g.add_argument("--amp_dtype", choices=("fp16", "bf16"), default="fp16", help="CUDA AMP dtype")
+
+    g = p.add_argument_group(
+        "accumulation", "micro-batches summed into one optimizer update; effective batch = batch_size x steps"
+    )
+    g.add_argument(
+        "--gradient_accumulation_steps",
+        type=positive_int(100_000),
+        default=None,
+        help="micro-batches per optimizer update (default 1; with auto, an explicit value > 1 wins)",
+    )
+    g.add_argument(
+        "--enable_auto_gradient_accumulation",
+        action="store_true",
+        help="choose the steps from --batch_size: < 4 -> 4 steps, 4..7 -> 2, >= 8 -> 1",
+    )
+    g.add_argument(
+        "--cross_epoch_accumulation",
+        action="store_true",
+        help="let a window carry over the epoch end instead of flushing it there",
+    )
+
+    g = p.add_argument_group("loss", presets_help())
+    g.add_argument("--loss_preset", choices=list(PRESETS), default="hvac_similar_optimized", help="loss preset (see above)")
+    g.add_argument(
+        "--class_weights",
+        choices=("auto", "none", "balanced"),
+        default="auto",
+        help="auto: the preset's choice; balanced: n/(K*n_c) from training labels",
+    )
+
+    g = p.add_argument_group("output")
+    g.add_argument("--checkpoints", default="./checkpoints", help="folder for <run>/last.pt and best.pt")
+    g.add_argument("--results", default="./results", help="folder for <run>/metrics.json, history.csv, plots, and summary.csv")
+    g.add_argument(
+        "--progress",
+        choices=("auto", "bar", "log", "none"),
+        default="auto",
+        help="auto: a tqdm bar on a terminal, whole lines in a log file",
+    )
+    return p
+
+
+def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Cross-flag checks and defaults that depend on other flags."""
+    from models import DEFAULT_MODEL, model_format
+
+    if args.model is None:
+        args.model = DEFAULT_MODEL[args.data or "DualGAF"]
+    if args.data is None:
+        args.data = model_format(args.model)
+    if model_format(args.model) != args.data:
+        parser.error(f"argument --model: {args.model} takes --data {model_format(args.model)}, not --data {args.data}")
+    if args.model in ("DualGAFNet", "Transformer") and args.d_model % args.n_heads:
+        parser.error(f"argument --n_heads: {args.n_heads} does not divide --d_model {args.d_model}")
+    if args.stride is None:
+        args.stride = max(1, args.step // 2)
+    if args.data_path is None and args.root_path != ".":
+        parser.error("argument --root_path: given without --data_path")
+
+
+def run_name(args: argparse.Namespace, steps: int, ii: int) -> str:
+    """Runs that differ in any of these never overwrite each other."""
+    return (
+        f"{args.model_id}_{args.model}_{args.data}_sl{args.step}_bs{args.batch_size}_ga{steps}"
+        f"_lr{args.learning_rate:g}_{args.loss_preset}_seed{args.seed}_{args.des}_{ii}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    validate(parser, args)
+
+    from utils.errors import UserError
+
+    try:
+        return _run(args)
+    except UserError as exc:
+        print(f"run.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("run.py: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from data_provider.data_factory import build_data
+    from data_provider.sources import export_simulated_csv
+    from exp.accumulation import resolve_steps
+    from exp.exp import Exp
+    from utils.seed import seed_everything
+
+    if args.export_data:
+        rows = export_simulated_csv(args, args.export_data)
+        print(f"Wrote {rows} rows of simulated AHU data to {args.export_data}")
+        return 0
+    steps, _ = resolve_steps(args.batch_size, args.gradient_accumulation_steps, args.enable_auto_gradient_accumulation)
+    data = build_data(args)  # the same windows for every repetition
+    for ii in range(args.itr):
+        run_args = copy.copy(args)
+        run_args.seed = args.seed + ii
+        setting = run_name(run_args, steps, ii)
+        print(f">>> {'training' if args.is_training else 'testing'} {setting}", flush=True)
+        seed_everything(run_args.seed)
+        exp = Exp(run_args, data)
+        if args.is_training:
+            exp.train(setting)
+            exp.test(setting)
+        else:
+            exp.test(setting)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Shared helpers: build run.py arguments and small data sets quickly."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data_provider.data_factory import WindowDataset, build_data  # noqa: E402
+from run import build_parser, validate  # noqa: E402
+
+# A small, fast configuration: 1 simulated day per class, short windows, narrow models.
+TINY = ["--sim_days", "1", "--step", "32", "--d_model", "16", "--n_heads", "2", "--gaf_size", "8", "--progress", "none"]
+
+
+def make_args(*flags: str, tmp: Path | None = None):
+    parser = build_parser()
+    extra = ["--checkpoints", str(tmp / "ckpt"), "--results", str(tmp / "res")] if tmp is not None else []
+    args = parser.parse_args([*TINY, *flags, *extra])
+    validate(parser, args)
+    return args
+
+
+def subset(dataset: WindowDataset, n: int) -> WindowDataset:
+    """The first n windows of a split (a data set size we choose)."""
+    return WindowDataset(dataset.values, dataset.starts[:n], dataset.labels[:n], len(dataset.offsets), dataset.fmt)
+
+
+@pytest.fixture
+def tiny_data():
+    """Build (and cache per test) the tiny data bundle for a format."""
+    cache = {}
+
+    def get(data_format: str, *flags: str):
+        key = (data_format, flags)
+        if key not in cache:
+            cache[key] = build_data(make_args("--data", data_format, *flags))
+        return cache[key]
+
+    return get
+
+
+def flat_params(model) -> np.ndarray:
+    return np.concatenate([p.detach().double().cpu().numpy().ravel() for p in model.parameters()])

@@ -1,0 +1,63 @@
+"""run.py from the shell: bad arguments are refused in one line with exit code 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def run_cli(*flags, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *flags], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+@pytest.mark.parametrize("flags, culprit", [
+    (["--batch_size", "0"], "--batch_size"),
+    (["--batch_size", "-3"], "--batch_size"),
+    (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps"),
+    (["--model", "LSTMNet"], "--model"),
+    (["--model", "ResNet1D", "--data", "DualGAF"], "--model"),
+    (["--model", "DualGAFNet", "--data", "GNN"], "--model"),
+    (["--learning_rate", "nan"], "--learning_rate"),
+    (["--dropout", "1.5"], "--dropout"),
+    (["--d_model", "30", "--n_heads", "4"], "--n_heads"),
+])  # fmt: skip
+def test_bad_arguments_exit_2_with_one_line_naming_the_flag(flags, culprit):
+    result = run_cli(*flags)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and culprit in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_bad_input_found_after_parsing_is_also_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    cases = [
+        (["--data_path", "missing.csv", "--root_path", str(tmp_path)], "missing.csv"),
+        (["--sim_days", "1", "--step", "32", "--checkpoints", str(tmp_path / "a_file")], "--checkpoints"),
+        (["--sim_days", "1", "--is_training", "0", "--checkpoints", str(tmp_path / "none")], "--is_training 0"),
+    ]
+    for flags, culprit in cases:
+        result = run_cli(*flags, "--progress", "none")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, result.stderr
+        assert len(lines) == 1 and culprit in lines[0] and "Traceback" not in result.stderr, result.stderr
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_help_lists_the_groups_and_the_presets():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for text in (
+        "basic:",
+        "data:",
+        "model:",
+        "training:",
+        "accumulation:",
+        "loss:",
+        "output:",
+        "hvac_similar_optimized",
+        "effective batch",
+    ):
+        assert text in result.stdout

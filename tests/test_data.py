@@ -1,0 +1,117 @@
+"""Simulator, leak-free split, train-only scaling, formats and the CSV round trip."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from data_provider.data_factory import build_data
+from data_provider.graph import correlation_adjacency
+from data_provider.scaling import MinMaxScaler, StandardScaler
+from data_provider.simulator import FAULTS, SENSORS, simulate_ahu
+from data_provider.sources import load_table
+from data_provider.windows import Segment, blocked_split, find_segments
+from tests.conftest import make_args
+from utils.errors import UserError
+
+
+def test_simulator_is_seeded_and_has_the_promised_classes_and_channels():
+    a, b = simulate_ahu(1, seed=3), simulate_ahu(1, seed=3)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a.equals(simulate_ahu(1, seed=4))
+    assert list(a.columns) == ["Datetime", *SENSORS, "label"]
+    assert set(a["label"]) == set(FAULTS) and len(FAULTS) >= 7  # normal + at least six faults
+    assert len(a) == len(FAULTS) * 1440 and a[SENSORS].notna().all().all()
+
+
+def test_faults_leave_a_physical_signature():
+    frame = simulate_ahu(3, seed=0)
+    by_class = frame.groupby("label")
+    night = frame[frame["Datetime"].dt.hour < 5]  # OA damper commanded shut
+    oa_share = ((night["MA_TEMP"] - night["RA_TEMP"]) / (night["OA_TEMP"] - night["RA_TEMP"])).groupby(night["label"]).median()
+    assert oa_share["oa_damper_stuck_75"] > oa_share["oa_damper_stuck_25"] > oa_share["normal"]
+    assert by_class["SF_SPD_DM"].mean()["supply_fan_degraded_70"] > by_class["SF_SPD_DM"].mean()["normal"] + 5
+    cooling = by_class["CHWC_VLV_DM"].mean()
+    assert cooling["heating_valve_leak_40"] > cooling["heating_valve_leak_10"] > cooling["normal"]
+
+
+def test_blocked_split_never_shares_a_row_between_splits():
+    labels = np.repeat([0, 1, 0, 2], [500, 400, 410, 700])
+    segments = find_segments(labels)
+    assert [(s.start, s.end, s.label) for s in segments] == [(0, 500, 0), (500, 900, 1), (900, 1310, 0), (1310, 2010, 2)]
+    split = blocked_split(segments, length=40, stride=15, block_windows=3)
+    rows = {name: set(idx.rows(40).tolist()) for name, idx in split.items()}
+    assert not rows["train"] & rows["val"] and not rows["train"] & rows["test"] and not rows["val"] & rows["test"]
+    for idx in split.values():  # no window crosses a segment edge or mixes labels
+        for start, label in zip(idx.starts, idx.labels):
+            assert (labels[start : start + 40] == label).all()
+    for name in ("train", "val", "test"):
+        assert set(split[name].labels.tolist()) == {0, 1, 2}
+
+
+def test_block_pattern_is_three_train_then_val_then_test():
+    split = blocked_split([Segment(0, 1000, 0)], length=10, stride=10, block_windows=2)
+    block_of = {int(s) // 20: name for name, idx in split.items() for s in idx.starts}
+    assert [block_of[b] for b in range(10)] == ["train", "train", "train", "val", "test"] * 2
+
+
+def test_time_gaps_cut_segments():
+    times = pd.date_range("2024-01-01", periods=6, freq="min").to_numpy().copy()
+    times[3:] += np.timedelta64(1, "h")
+    assert [(s.start, s.end) for s in find_segments(np.zeros(6, int), times)] == [(0, 3), (3, 6)]
+
+
+def test_scalers_are_fitted_on_training_rows_only():
+    args = make_args("--data", "Classification")
+    data = build_data(args)
+    table = load_table(args)
+    train_rows = np.unique((data.train.starts[:, None] + np.arange(args.step)).ravel())
+    expected = StandardScaler().fit(table.values[train_rows]).transform(table.values)
+    np.testing.assert_allclose(data.train.values.numpy(), expected, rtol=1e-5, atol=1e-5)
+    scaled_train = data.train.values.numpy()[train_rows]
+    np.testing.assert_allclose(scaled_train.mean(0)[scaled_train.std(0) > 0], 0, atol=1e-4)
+
+
+def test_minmax_maps_the_training_range_to_minus_one_one_and_constants_to_zero():
+    rows = np.array([[0.0, 5.0], [10.0, 5.0]])
+    scaler = MinMaxScaler().fit(rows)
+    np.testing.assert_allclose(scaler.transform(np.array([[5.0, 5.0], [20.0, 7.0]])), [[0.0, 0.0], [3.0, 0.0]])
+
+
+@pytest.mark.parametrize("fmt, shapes", [
+    ("Classification", [(4, 32, 13)]),
+    ("DualGAF", [(4, 13, 8, 8), (4, 13, 8, 8), (4, 32, 13)]),
+    ("GNN", [(4, 13, 32), (13, 13)]),
+])  # fmt: skip
+def test_batch_objects_give_each_format_its_inputs(tiny_data, fmt, shapes):
+    batch = tiny_data(fmt).train[np.arange(4)]
+    assert batch.num_samples == 4 and batch.labels.dtype == torch.long
+    assert [tuple(t.shape) for t in batch.inputs()] == shapes
+
+
+def test_graph_links_correlated_sensors_only():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=500)
+    rows = np.stack([base, base + 0.1 * rng.normal(size=500), rng.normal(size=500), np.ones(500)], 1)
+    adjacency = correlation_adjacency(rows, 0.5).numpy()
+    assert adjacency[0, 1] > 0 and adjacency[0, 2] == 0 and adjacency[3, 3] == 1.0
+    np.testing.assert_allclose(adjacency, adjacency.T)
+
+
+def test_exported_csv_loads_back_as_the_same_table(tmp_path):
+    from run import main
+
+    path = tmp_path / "ahu.csv"
+    assert main(["--sim_days", "1", "--export_data", str(path)]) == 0
+    frame = pd.read_csv(path)
+    assert list(frame.columns) == ["Datetime", *SENSORS, "label"]
+    simulated = load_table(make_args())
+    loaded = load_table(make_args("--root_path", str(tmp_path), "--data_path", "ahu.csv"))
+    assert loaded.channels == simulated.channels
+    np.testing.assert_allclose(loaded.values, simulated.values, atol=1e-9)
+    assert [loaded.class_names[i] for i in loaded.labels] == [simulated.class_names[i] for i in simulated.labels]
+
+
+def test_a_step_too_long_for_the_split_is_a_user_error():
+    with pytest.raises(UserError, match="--step 700"):
+        build_data(make_args("--step", "700"))

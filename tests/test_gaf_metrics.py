@@ -1,0 +1,57 @@
+"""GAF images against the arccos definition; metrics by hand and against scikit-learn."""
+
+import numpy as np
+import pytest
+import torch
+
+from data_provider.gaf import dual_gaf, paa
+from utils.metrics import classification_report, confusion_matrix
+
+
+def reference_gaf(series: np.ndarray):
+    phi = np.arccos(np.clip(series, -1, 1))
+    return np.cos(phi[:, None] + phi[None, :]), np.sin(phi[:, None] - phi[None, :])
+
+
+def test_dual_gaf_matches_the_angular_definition():
+    rng = np.random.default_rng(0)
+    windows = rng.uniform(-1, 1, size=(3, 20, 4))
+    gasf, gadf = dual_gaf(torch.as_tensor(windows))
+    assert gasf.shape == gadf.shape == (3, 4, 20, 20)
+    for b in range(3):
+        for c in range(4):
+            want_s, want_d = reference_gaf(windows[b, :, c])
+            np.testing.assert_allclose(gasf[b, c].numpy(), want_s, atol=1e-12)
+            np.testing.assert_allclose(gadf[b, c].numpy(), want_d, atol=1e-12)
+
+
+def test_values_outside_the_training_range_are_clipped():
+    gasf, gadf = dual_gaf(torch.tensor([[[1.7], [-3.0]]]))
+    np.testing.assert_allclose(gasf[0, 0].numpy(), reference_gaf(np.array([1.0, -1.0]))[0], atol=1e-12)
+
+
+def test_paa_is_the_segment_mean():
+    x = torch.arange(12.0).reshape(1, 1, 12)
+    np.testing.assert_allclose(paa(x, 4).numpy().ravel(), [1, 4, 7, 10])
+    assert paa(x, 5).shape == (1, 1, 5)
+    assert paa(x, 12) is x
+
+
+def test_report_by_hand():
+    y_true = np.array([0, 0, 1, 1, 1, 2])
+    y_pred = np.array([0, 1, 1, 1, 0, 0])
+    report = classification_report(y_true, y_pred, 4)
+    assert confusion_matrix(y_true, y_pred, 3).tolist() == [[1, 1, 0], [1, 2, 0], [1, 0, 0]]
+    assert report["accuracy"] == pytest.approx(3 / 6)
+    # class 0: P 1/3 R 1/2 F1 0.4; class 1: P 2/3 R 2/3 F1 2/3; class 2: 0; class 3 absent -> not averaged
+    assert report["f1"][:3] == pytest.approx([0.4, 2 / 3, 0.0])
+    assert report["macro_f1"] == pytest.approx((0.4 + 2 / 3 + 0) / 3)
+    assert report["support"] == [2, 3, 1, 0]
+
+
+def test_report_agrees_with_sklearn_when_installed():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(2)
+    y_true, y_pred = rng.integers(0, 6, 200), rng.integers(0, 6, 200)
+    report = classification_report(y_true, y_pred, 6)
+    assert report["macro_f1"] == pytest.approx(metrics.f1_score(y_true, y_pred, average="macro"))

@@ -1,0 +1,56 @@
+"""Checkpoint files: atomic writes and safe (weights-only) reads."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+
+from utils.errors import UserError
+
+
+def atomic_save(obj: dict, path: str | os.PathLike) -> None:
+    """Write ``obj`` so that ``path`` is always either the old file or the complete new one:
+    temp file in the same folder, fsync, rename, fsync the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint without ever running code from it (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"it references {found.group(1)}" if found else "it holds objects other than plain data"
+        raise UserError(
+            f"checkpoint {path} was refused by the safe loader: {what}, so it was not written by this runner "
+            "or was altered; nothing from it was run"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise UserError(f"checkpoint {path} is not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise UserError(f"checkpoint {path} is not a checkpoint of this runner (no 'model' entry)")
+    return state

@@ -1,0 +1,64 @@
+"""Result files of a run: metrics.json, history.csv, and one row per run in summary.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from utils.errors import UserError
+
+HISTORY_COLUMNS = (
+    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr",
+    "updates", "total_updates", "micro_batches", "effective_batch_size", "accumulation_steps", "seconds",
+)  # fmt: skip
+
+
+def ensure_dir(path: Path, flag: str) -> Path:
+    """Create an output folder, or fail with the flag's name when it cannot be written."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag}: {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{flag}: cannot create folder {path} ({exc.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"{flag}: folder {path} is not writable")
+    return path
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    _atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    lines = [",".join(HISTORY_COLUMNS)]
+    for row in rows:
+        lines.append(",".join(_fmt(row.get(col, "")) for col in HISTORY_COLUMNS))
+    _atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _fmt(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def append_summary(path: Path, row: dict) -> None:
+    """Append one run to summary.csv; an existing file keeps its column order."""
+    fieldnames = list(row)
+    new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        with open(path, newline="") as handle:
+            header = next(csv.reader(handle), None)
+        fieldnames = header or fieldnames
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow({k: _fmt(v) for k, v in row.items()})
