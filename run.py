@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import re
 import sys
 
 SEEDS_HEADLINE = "--model DualGAFNet --data DualGAF --step 96"
@@ -19,6 +20,15 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the empty ones (None, off switches)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
 
 
 # ------------------------------------------------------------- value types
@@ -56,6 +66,12 @@ def positive_float(high=None):
     return _number(float, 0.0, high, low_open=True, name="a number")
 
 
+def device_name(text: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     from models import DEFAULT_MODEL, MODELS
     from models.layers import NORMS
@@ -67,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Train a fault classifier on multivariate HVAC sensor windows, with exact gradient accumulation. "
             f"With no flags: {SEEDS_HEADLINE} on the built-in AHU simulator."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("basic")
     g.add_argument(
@@ -85,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--itr", type=positive_int(1000), default=1, help="repeat the experiment this many times, with seeds seed, seed+1, ..."
     )
     g.add_argument("--seed", type=non_negative_int(2**31 - 1), default=2021, help="seed for weights, sample order and dropout")
-    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    g.add_argument("--device", type=device_name, default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N or mps")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="float64 is for verification runs")
 
     g = p.add_argument_group("data")

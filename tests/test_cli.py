@@ -22,6 +22,7 @@ def run_cli(*flags, cwd=ROOT):
     (["--learning_rate", "nan"], "--learning_rate"),
     (["--dropout", "1.5"], "--dropout"),
     (["--d_model", "30", "--n_heads", "4"], "--n_heads"),
+    (["--device", "gpu0"], "--device"),
 ])  # fmt: skip
 def test_bad_arguments_exit_2_with_one_line_naming_the_flag(flags, culprit):
     result = run_cli(*flags)
@@ -37,6 +38,7 @@ def test_bad_input_found_after_parsing_is_also_one_line(tmp_path):
         (["--data_path", "missing.csv", "--root_path", str(tmp_path)], "missing.csv"),
         (["--sim_days", "1", "--step", "32", "--checkpoints", str(tmp_path / "a_file")], "--checkpoints"),
         (["--sim_days", "1", "--is_training", "0", "--checkpoints", str(tmp_path / "none")], "--is_training 0"),
+        (["--sim_days", "1", "--device", "cuda:7"], "--device cuda:7"),
     ]
     for flags, culprit in cases:
         result = run_cli(*flags, "--progress", "none")
