@@ -1,7 +1,8 @@
 """Train, validate and test an HVAC fault classifier on multivariate sensor windows.
 
 Argument parsing and validation only: the work is done by ``exp.exp.Exp``.
-Exit codes: 0 success, 2 bad arguments or data (one-line message), 130 interrupted.
+Exit codes: 0 success, 2 bad arguments or data (one-line message), 3 training aborted (the
+loss stayed non-finite), 130 after Ctrl-C / 143 after SIGTERM (a resumable checkpoint is written).
 """
 
 from __future__ import annotations
@@ -97,9 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model; default: the --data format's default " + ", ".join(f"{d} -> {m}" for d, m in DEFAULT_MODEL.items()),
     )
     g.add_argument("--des", default="Exp", help="free description, part of the run name")
-    g.add_argument(
-        "--itr", type=positive_int(1000), default=1, help="repeat the experiment this many times, with seeds seed, seed+1, ..."
-    )
+    g.add_argument("--itr", type=positive_int(1000), default=1, help="repeat the experiment this many times, with seeds seed, seed+1, ...")
     g.add_argument("--seed", type=non_negative_int(2**31 - 1), default=2021, help="seed for weights, sample order and dropout")
     g.add_argument("--device", type=device_name, default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N or mps")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="float64 is for verification runs")
@@ -115,13 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data_path", default=None, help="CSV file under --root_path; without it the built-in AHU simulator is used")
     g.add_argument("--time_col", default="Datetime", help="CSV: timestamp column (gaps cut segments)")
     g.add_argument("--label_col", default="label", help="CSV: class label column")
-    g.add_argument(
-        "--feature_cols", default=None, help="CSV: comma-separated sensor columns (default: every other numeric column)"
-    )
+    g.add_argument("--feature_cols", default=None, help="CSV: comma-separated sensor columns (default: every other numeric column)")
     g.add_argument("--step", type=_number(int, 2, 100_000, name="an integer"), default=96, help="window length in samples")
-    g.add_argument(
-        "--stride", type=positive_int(100_000), default=None, help="window stride in samples (default: half of --step)"
-    )
+    g.add_argument("--stride", type=positive_int(100_000), default=None, help="window stride in samples (default: half of --step)")
     g.add_argument(
         "--split_block",
         type=positive_int(100_000),
@@ -142,9 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=32,
         help="DualGAF: image size; windows longer than this are shortened by PAA",
     )
-    g.add_argument(
-        "--graph_threshold", type=non_negative_float(1.0), default=0.3, help="GNN: edge where |corr| >= this on training rows"
-    )
+    g.add_argument("--graph_threshold", type=non_negative_float(1.0), default=0.3, help="GNN: edge where |corr| >= this on training rows")
     g.add_argument("--num_workers", type=non_negative_int(64), default=0, help="DataLoader worker processes")
 
     g = p.add_argument_group("model")
@@ -159,9 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="layer",
         help="normalisation inside models; 'batch' breaks exact accumulation (per-micro-batch statistics)",
     )
-    g.add_argument(
-        "--fusion", choices=("gated", "concat", "add"), default="gated", help="DualGAFNet: GASF/GADF fusion per sensor"
-    )
+    g.add_argument("--fusion", choices=("gated", "concat", "add"), default="gated", help="DualGAFNet: GASF/GADF fusion per sensor")
 
     g = p.add_argument_group("training")
     g.add_argument("--train_epochs", type=positive_int(100_000), default=30, help="maximum epochs")
@@ -171,13 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight_decay", type=non_negative_float(1.0), default=1e-4, help="weight decay (decoupled for radam/adamw)")
     g.add_argument(
         "--lr_scheduler",
-        choices=("plateau", "none"),
+        choices=("plateau", "cosine", "none"),
         default="plateau",
-        help="plateau: ReduceLROnPlateau on validation loss, once per epoch",
+        help="plateau: ReduceLROnPlateau on the validation loss, once per epoch; cosine: warm-up then cosine decay, "
+        "stepped once per optimizer update and sized from the real number of updates",
     )
-    g.add_argument(
-        "--lr_factor", type=_number(float, 0.0, 1.0, low_open=True, name="a number"), default=0.5, help="plateau: LR multiplier"
-    )
+    g.add_argument("--warmup_steps", type=non_negative_int(10**9), default=0, help="cosine: linear warm-up, in optimizer updates")
+    g.add_argument("--min_lr", type=non_negative_float(10.0), default=0.0, help="cosine: learning rate at the end of the schedule")
+    g.add_argument("--lr_factor", type=_number(float, 0.0, 1.0, low_open=True, name="a number"), default=0.5, help="plateau: LR multiplier")
     g.add_argument(
         "--lr_patience", type=non_negative_int(10_000), default=2, help="plateau: epochs without improvement before the LR drops"
     )
@@ -193,12 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="clip the gradient norm once per optimizer update, on the whole window's gradient (0: off)",
     )
+    g.add_argument(
+        "--max_bad_windows",
+        type=positive_int(10**6),
+        default=5,
+        help="abort (exit code 3) after this many consecutive accumulation windows with a non-finite loss or gradient; "
+        "each such window is discarded without touching the weights",
+    )
     g.add_argument("--use_amp", action="store_true", help="mixed precision: CUDA fp16 with GradScaler (or bf16), CPU bf16")
     g.add_argument("--amp_dtype", choices=("fp16", "bf16"), default="fp16", help="CUDA AMP dtype")
 
-    g = p.add_argument_group(
-        "accumulation", "micro-batches summed into one optimizer update; effective batch = batch_size x steps"
-    )
+    g = p.add_argument_group("accumulation", "micro-batches summed into one optimizer update; effective batch = batch_size x steps")
     g.add_argument(
         "--gradient_accumulation_steps",
         type=positive_int(100_000),
@@ -229,6 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoints", default="./checkpoints", help="folder for <run>/last.pt and best.pt")
     g.add_argument("--results", default="./results", help="folder for <run>/metrics.json, history.csv, plots, and summary.csv")
     g.add_argument(
+        "--resume",
+        metavar="auto|PATH",
+        default=None,
+        help="continue training from a checkpoint, also from inside an accumulation window; auto: this run's last.pt "
+        "if there is one, else start fresh",
+    )
+    g.add_argument(
+        "--save_every_updates",
+        type=non_negative_int(10**9),
+        default=0,
+        help="also write last.pt every this many optimizer updates (0: only at epoch ends and on Ctrl-C/SIGTERM)",
+    )
+    g.add_argument(
         "--progress",
         choices=("auto", "bar", "log", "none"),
         default="auto",
@@ -253,6 +263,10 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         args.stride = max(1, args.step // 2)
     if args.data_path is None and args.root_path != ".":
         parser.error("argument --root_path: given without --data_path")
+    if args.min_lr > args.learning_rate:
+        parser.error(f"argument --min_lr: {args.min_lr:g} is above --learning_rate {args.learning_rate:g}")
+    if args.resume is not None and not args.is_training:
+        parser.error("argument --resume: resumes training, so it needs --is_training 1")
 
 
 def run_name(args: argparse.Namespace, steps: int, ii: int) -> str:
@@ -268,14 +282,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     validate(parser, args)
 
+    from exp.exp import TrainingAborted
     from utils.errors import UserError
+    from utils.signals import Interrupted
 
     try:
         return _run(args)
     except UserError as exc:
         print(f"run.py: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (Interrupted, TrainingAborted) as exc:
+        print(f"run.py: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the last complete checkpoint stays
         print("run.py: interrupted", file=sys.stderr)
         return 130
 

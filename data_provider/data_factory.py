@@ -147,13 +147,17 @@ def build_data(args) -> DataBundle:
     fmt.fit(scaler.transform(train_rows))
     values = torch.as_tensor(scaled, dtype=dtype)
     datasets = {name: WindowDataset(values, split[name].starts, split[name].labels, args.step, fmt) for name in SPLITS}
-    return DataBundle(
-        **datasets, class_names=table.class_names, channels=table.channels, fmt=fmt, source=table.source, seq_len=args.step
-    )
+    return DataBundle(**datasets, class_names=table.class_names, channels=table.channels, fmt=fmt, source=table.source, seq_len=args.step)
 
 
 def make_loader(
-    dataset: WindowDataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0, pin_memory: bool = False
+    dataset: WindowDataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    generator: torch.Generator | None = None,
 ) -> DataLoader:
     sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed)
     return DataLoader(
@@ -163,4 +167,5 @@ def make_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        generator=generator,  # worker seeds come from here, never from the global RNG
     )

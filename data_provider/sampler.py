@@ -33,8 +33,12 @@ class EpochBatchSampler(Sampler):
         order = self.order(epoch)
         return [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)]
 
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.size / self.batch_size)
+
     def __iter__(self):
         yield from self.batches(self.epoch)[self.skip :]
 
     def __len__(self) -> int:
-        return math.ceil(self.size / self.batch_size) - self.skip
+        return self.batches_per_epoch - self.skip

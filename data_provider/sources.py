@@ -34,9 +34,7 @@ def load_table(args) -> Table:
     if not args.data_path:
         frame = simulated_frame(args)
         source = f"built-in AHU simulator ({args.sim_days} days per class, --sim_seed {args.sim_seed})"
-        return _table_from_frame(
-            frame, simulator.TIME_COLUMN, simulator.LABEL_COLUMN, simulator.SENSORS, source, list(simulator.FAULTS)
-        )
+        return _table_from_frame(frame, simulator.TIME_COLUMN, simulator.LABEL_COLUMN, simulator.SENSORS, source, list(simulator.FAULTS))
     path = Path(args.root_path) / args.data_path
     frame = read_csv(path)
     features = [c.strip() for c in args.feature_cols.split(",")] if args.feature_cols else None

@@ -53,9 +53,7 @@ class WindowIndex:
         return np.flatnonzero(np.cumsum(edges) > 0)
 
 
-def blocked_split(
-    segments: list[Segment], length: int, stride: int, block_windows: int, pattern=BLOCK_PATTERN
-) -> dict[str, WindowIndex]:
+def blocked_split(segments: list[Segment], length: int, stride: int, block_windows: int, pattern=BLOCK_PATTERN) -> dict[str, WindowIndex]:
     block_rows = length + (block_windows - 1) * stride
     blocks_seen: dict[int, int] = defaultdict(int)
     starts: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}

@@ -21,9 +21,7 @@ class ResidualBlock(nn.Module):
             if i < 2:
                 layers.append(nn.ReLU())
         self.body = nn.Sequential(*layers)
-        self.shortcut = (
-            nn.Sequential(nn.Conv1d(in_ch, out_ch, 1), conv_norm(norm, out_ch, 1)) if in_ch != out_ch else nn.Identity()
-        )
+        self.shortcut = nn.Sequential(nn.Conv1d(in_ch, out_ch, 1), conv_norm(norm, out_ch, 1)) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))

@@ -49,6 +49,4 @@ class FeatureNorm(nn.Module):
 
 
 def classifier_head(in_features: int, hidden: int, classes: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Dropout(dropout), nn.Linear(in_features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, classes)
-    )
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, classes))

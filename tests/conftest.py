@@ -27,8 +27,9 @@ def make_args(*flags: str, tmp: Path | None = None):
 
 
 def subset(dataset: WindowDataset, n: int) -> WindowDataset:
-    """The first n windows of a split (a data set size we choose)."""
-    return WindowDataset(dataset.values, dataset.starts[:n], dataset.labels[:n], len(dataset.offsets), dataset.fmt)
+    """n windows spread evenly over a split, so every class is in (a data set size we choose)."""
+    pick = np.linspace(0, len(dataset) - 1, n).round().astype(int)
+    return WindowDataset(dataset.values, dataset.starts[pick], dataset.labels[pick], len(dataset.offsets), dataset.fmt)
 
 
 @pytest.fixture

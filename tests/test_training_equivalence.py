@@ -84,9 +84,9 @@ def test_parameters_do_not_move_inside_a_window(tiny_data):
     snapshots = []
     original = exp._micro_step
 
-    def spy(batch, step, meter):
+    def spy(batch, step):
         snapshots.append((step.position, flat_params(exp.model)))
-        original(batch, step, meter)
+        original(batch, step)
 
     exp._micro_step = spy
     exp.train_epoch(0)
@@ -107,9 +107,7 @@ def test_small_micro_batches_end_the_epoch_like_one_large_batch(tiny_data, data_
     data = tiny_data(data_format)
     finals = []
     for batch_size, steps in [(8, 1), (4, 2), (2, 4)]:
-        exp = build_exp(
-            data, "--model", model, "--batch_size", str(batch_size), "--gradient_accumulation_steps", str(steps), n_train=45
-        )
+        exp = build_exp(data, "--model", model, "--batch_size", str(batch_size), "--gradient_accumulation_steps", str(steps), n_train=45)
         exp.train_epoch(0)
         assert exp.updates == 6  # ceil(45 / 8)
         finals.append(flat_params(exp.model))

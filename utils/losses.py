@@ -55,9 +55,7 @@ PRESETS = {
             smoothing=0.1,
             family_share=0.5,
         ),
-        LossPreset(
-            "imbalanced_focus", "focal loss (gamma 2) with balanced class weights", focal_gamma=2.0, class_weights="balanced"
-        ),
+        LossPreset("imbalanced_focus", "focal loss (gamma 2) with balanced class weights", focal_gamma=2.0, class_weights="balanced"),
         LossPreset("hard_samples", "focal loss (gamma 2): easy samples weigh less", focal_gamma=2.0),
         LossPreset(
             "overconfidence_prevention",
@@ -136,9 +134,7 @@ class PresetLoss(torch.nn.Module):
         self.num_classes = num_classes
         self.families = families
         self.class_weights_np = None if class_weights is None else np.asarray(class_weights, dtype=np.float64)
-        self.register_buffer(
-            "class_weights", None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-        )
+        self.register_buffer("class_weights", None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32))
         self.register_buffer("targets", target_matrix(num_classes, preset.smoothing, families, preset.family_share))
         self.smoothing = preset.smoothing
 

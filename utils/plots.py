@@ -48,9 +48,7 @@ def plot_confusion_matrix(matrix: list[list[int]], class_names: list[str], path:
     for i in range(k):
         for j in range(k):
             if cm[i, j]:
-                ax.text(
-                    j, i, str(cm[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black", fontsize=8
-                )
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black", fontsize=8)
     ax.set_xticks(range(k), class_names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), class_names, fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title=title)

@@ -1,0 +1,155 @@
+"""Interrupt training anywhere, resume from last.pt, and end with bitwise-identical weights."""
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from exp.exp import Exp
+from tests.conftest import ROOT, TINY, make_args, subset
+from utils.seed import seed_everything
+from utils.signals import Interrupted
+
+# Dropout on: resuming must also restore the random state of the dropout masks.
+FLAGS = ("--model", "ResNet1D", "--data", "Classification", "--batch_size", "4", "--gradient_accumulation_steps", "3",
+         "--train_epochs", "3", "--patience", "0", "--dropout", "0.2", "--lr_patience", "0")  # fmt: skip
+
+
+def new_exp(tmp, data, *extra):
+    args = make_args(*FLAGS, *extra, tmp=tmp)
+    seed_everything(args.seed)
+    return Exp(args, data)
+
+
+@pytest.fixture(scope="module")
+def data():
+    from data_provider.data_factory import build_data
+
+    bundle = build_data(make_args(*FLAGS))
+    bundle = copy.copy(bundle)
+    bundle.train = subset(bundle.train, 40)  # 10 micro-batches of 4 per epoch: windows 3 3 3 1
+    return bundle
+
+
+def interrupt_after(exp, micro_steps):
+    """Deliver 'SIGINT' right after the given number of micro-steps."""
+    original, count = exp._micro_step, {"n": 0}
+
+    def counting(batch, step):
+        original(batch, step)
+        count["n"] += 1
+        if count["n"] == micro_steps:
+            exp.stop.signum = signal.SIGINT
+
+    exp._micro_step = counting
+
+
+def final_state(exp):
+    return [p.detach().clone() for p in exp.model.parameters()], exp.history
+
+
+@pytest.mark.parametrize("mode", ["flush", "cross_epoch"])
+@pytest.mark.parametrize("stop_at", [2, 10, 14, 25])  # inside a window, end of epoch 1, inside epoch 2's second window, late
+def test_resume_from_any_micro_step_is_bitwise_identical(tmp_path, data, mode, stop_at):
+    extra = ("--cross_epoch_accumulation",) if mode == "cross_epoch" else ()
+    reference = new_exp(tmp_path / "ref", data, *extra)
+    reference.train("run")
+    want_weights, want_history = final_state(reference)
+
+    first = new_exp(tmp_path / "cut", data, *extra)
+    interrupt_after(first, stop_at)
+    with pytest.raises(Interrupted) as stopped:
+        first.train("run")
+    assert stopped.value.exit_code == 130
+    saved = torch.load(tmp_path / "cut" / "ckpt" / "run" / "last.pt", weights_only=True)
+    assert not saved["finished"]
+    if stop_at in (2, 14) or (mode == "cross_epoch" and stop_at == 10):
+        assert saved["accumulation"]["position"] > 0 and saved["grads"] is not None  # really mid-window
+
+    second = new_exp(tmp_path / "cut", data, *extra, "--resume", "auto")
+    second.train("run")
+    got_weights, got_history = final_state(second)
+    assert all(torch.equal(a, b) for a, b in zip(got_weights, want_weights))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(got_history) == strip(want_history)
+    assert second.updates == reference.updates
+
+
+def test_save_every_updates_writes_resumable_checkpoints_at_update_boundaries(tmp_path, data, monkeypatch):
+    import exp.exp as exp_module
+
+    saves = []
+    original = exp_module.atomic_save
+    monkeypatch.setattr(
+        exp_module,
+        "atomic_save",
+        lambda state, path: (saves.append((path.name, state["updates"], state["grads"])), original(state, path))[1],
+    )
+    exp = new_exp(tmp_path, data, "--save_every_updates", "2", "--train_epochs", "1")
+    exp.train("run")
+    mid = [(name, updates, grads) for name, updates, grads in saves if name == "last.pt"][:-1]  # the last one is the epoch end
+    assert [updates for _, updates, _ in mid] == [2, 4]
+    assert all(grads is None for _, _, grads in mid)  # taken right after an update: no partial window
+
+
+def test_resume_refuses_a_checkpoint_from_another_batch_size(tmp_path, data):
+    from utils.errors import UserError
+
+    new_exp(tmp_path, data, "--train_epochs", "1").train("run")
+    other = make_args(*FLAGS, "--batch_size", "8", "--resume", str(tmp_path / "ckpt" / "run" / "last.pt"), tmp=tmp_path)
+    with pytest.raises(UserError, match="--batch_size 4, this run has --batch_size 8"):
+        Exp(other, data).train("other")
+
+
+def test_resuming_a_finished_run_only_tests(tmp_path, data, capsys):
+    new_exp(tmp_path, data, "--train_epochs", "1").train("run")
+    saved = torch.load(tmp_path / "ckpt" / "run" / "last.pt", weights_only=True)["model"]
+    again = new_exp(tmp_path, data, "--train_epochs", "1", "--resume", "auto")
+    again.train("run")
+    assert "training had already finished after 1 epochs" in capsys.readouterr().out
+    assert all(torch.equal(saved[name], value) for name, value in again.model.state_dict().items())
+    assert len(again.history) == 1
+
+
+def launch(tmp_path, *flags):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, str(ROOT / "run.py"), *TINY, "--progress", "log", "--checkpoints", str(tmp_path / "ckpt"),
+           "--results", str(tmp_path / "res"), "--data", "Classification", "--model", "ResNet1D", "--batch_size", "2",
+           "--gradient_accumulation_steps", "3", "--train_epochs", "4", "--patience", "0", *flags]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+
+
+def wait_for_training(proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if "Epoch 1/4 [GA:3]:" in line:
+            return
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"training never started: {proc.stderr.read()}")
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_writes_a_resumable_checkpoint_and_resume_finishes(tmp_path, signum, code):
+    proc = launch(tmp_path)
+    wait_for_training(proc)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "resumable checkpoint written" in err and "--resume auto" in err and "Traceback" not in err
+    run = next((tmp_path / "ckpt").iterdir())
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert not state["finished"] and state["epoch"] == 0 and state["meter"]["micro_batches"] > 0
+    resumed = launch(tmp_path, "--resume", "auto")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "Resumed from" in out and "Test: accuracy" in out
+    metrics = json.loads((tmp_path / "res" / run.name / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 4
