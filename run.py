@@ -267,6 +267,14 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"argument --min_lr: {args.min_lr:g} is above --learning_rate {args.learning_rate:g}")
     if args.resume is not None and not args.is_training:
         parser.error("argument --resume: resumes training, so it needs --is_training 1")
+    if args.resume not in (None, "auto") and args.itr > 1:
+        parser.error("argument --resume: a checkpoint path resumes one run; use --resume auto with --itr")
+    if args.export_data is not None and not args.export_data.strip():
+        parser.error("argument --export_data: empty file name")
+    for flag in ("model_id", "des"):
+        value = getattr(args, flag)
+        if not value or not re.fullmatch(r"[\w.+=-]+", value) or value in (".", ".."):
+            parser.error(f"argument --{flag}: {value!r} must be a non-empty name of letters, digits and . _ - + = (it names folders)")
 
 
 def run_name(args: argparse.Namespace, steps: int, ii: int) -> str:

@@ -19,6 +19,7 @@ from data_provider.scaling import SCALERS
 from data_provider.sources import load_table
 from data_provider.windows import SPLITS, blocked_split, find_segments
 from utils.errors import UserError
+from utils.signals import ignore_stop_signals
 
 
 # ------------------------------------------------------------------ formats
@@ -131,8 +132,8 @@ def build_data(args) -> DataBundle:
     for name in SPLITS:
         if not len(split[name].starts):
             raise UserError(
-                f"--step {args.step}: the {name} split gets no windows (segments too short for "
-                f"--split_block {args.split_block}); use a smaller --step, --split_block or more data"
+                f"--step {args.step} / --stride {args.stride} / --split_block {args.split_block}: the {name} split gets no "
+                "windows (the segments are too short for that many blocks); use smaller values or more data"
             )
     missing = sorted(set(range(len(table.class_names))) - set(split["train"].labels.tolist()))
     if missing:
@@ -168,4 +169,5 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         generator=generator,  # worker seeds come from here, never from the global RNG
+        worker_init_fn=ignore_stop_signals if num_workers > 0 else None,
     )

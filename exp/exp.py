@@ -40,9 +40,16 @@ EVAL_BATCH_SIZE = 256  # evaluation batch size changes no result, only speed and
 
 # Flags that shape the stream of micro-batches, the model or the loss: a resumed run must match.
 RESUME_MUST_MATCH = (
-    "model", "data", "data_path", "step", "stride", "split_block", "sim_days", "sim_seed", "batch_size", "seed",
-    "train_epochs", "loss_preset", "class_weights", "lr_scheduler", "warmup_steps", "dtype", "d_model", "n_heads",
-    "e_layers", "patch_len", "norm", "fusion", "gaf_size", "graph_threshold", "cross_epoch_accumulation",
+    "model", "data", "root_path", "data_path", "time_col", "label_col", "feature_cols", "step", "stride", "split_block",
+    "sim_days", "sim_seed", "batch_size", "seed", "train_epochs", "loss_preset", "class_weights", "optimizer",
+    "learning_rate", "weight_decay", "lr_scheduler", "lr_factor", "lr_patience", "warmup_steps", "min_lr", "patience",
+    "max_grad_norm", "use_amp", "amp_dtype", "dtype", "d_model", "n_heads", "e_layers", "patch_len", "dropout", "norm",
+    "fusion", "gaf_size", "graph_threshold", "cross_epoch_accumulation",
+)  # fmt: skip
+# What a resumable checkpoint must hold (older or foreign files are refused by name).
+RESUME_KEYS = (
+    "optimizer", "scheduler", "scaler", "epoch", "finished", "meter", "grads", "window_bad", "accumulation", "rng",
+    "updates", "skipped_updates", "bad_windows", "consecutive_bad_windows", "train_seconds", "early_stopping", "history",
 )  # fmt: skip
 
 
@@ -245,6 +252,10 @@ class Exp:
         improved = self.early_stopping.step(val["loss"], epoch)
         if self.scheduler is not None and not self.scheduler_per_update:
             self.scheduler.step(val["loss"])
+        stopping_early = self.early_stopping.should_stop and epoch + 1 < a.train_epochs
+        self.finished = stopping_early or epoch + 1 == a.train_epochs
+        if self.finished:
+            self._close_last_window()
         row = {
             "epoch": epoch + 1,
             "train_loss": self.meter.mean_loss(),
@@ -262,24 +273,29 @@ class Exp:
         }
         self.history.append(row)
         self.epoch, self.meter, self._epoch_clock = epoch + 1, EpochMeter(self.device), None
-        stopping_early = self.early_stopping.should_stop and self.epoch < a.train_epochs
-        self.finished = stopping_early or self.epoch == a.train_epochs
-        if self.finished and self.policy.pending:  # stopped inside a window that crosses epochs
-            seen = self.policy.position
-            self._update(self.policy.cut())
-            print(f"Flushed the open accumulation window ({seen} micro-batches), scaled to its own samples", flush=True)
-        elif self.finished and a.cross_epoch_accumulation and self.last_window < self.steps:
-            print(f"Final accumulation window: {self.last_window} of {self.steps} micro-batches, scaled to its own samples", flush=True)
         self.train_seconds = self._elapsed()
-        self._save(self.ckpt_dir / "last.pt")
-        if improved:
+        if improved:  # best.pt first: a crash in between never leaves last.pt pointing at a newer best
             self._save(self.ckpt_dir / "best.pt")
+        self._save(self.ckpt_dir / "last.pt")
         write_history(self.results_dir / "history.csv", self.history)
         print(self._epoch_line(row, improved), flush=True)
         if stopping_early:
             print(f"Early stopping: validation loss did not improve for {a.patience} epochs", flush=True)
-        if self.stop.requested and not self.finished:
+        if self.stop.requested:
             raise Interrupted(self.stop.signum, str(self.ckpt_dir / "last.pt"))
+
+    def _close_last_window(self) -> None:
+        """End of training: a window still open (early stopping inside a cross-epoch window)
+        is applied, scaled to the samples it really saw, or discarded if it went bad."""
+        if self.policy.pending:
+            seen, correction = self.policy.position, self.policy.cut()
+            if self.window_bad is not None:
+                self._discard_window(None)
+            else:
+                self._update(correction)
+                print(f"Flushed the open accumulation window ({seen} micro-batches), scaled to its own samples", flush=True)
+        elif self.args.cross_epoch_accumulation and 0 < self.last_window < self.steps:
+            print(f"Final accumulation window: {self.last_window} of {self.steps} micro-batches, scaled to its own samples", flush=True)
 
     def train_epoch(self, epoch: int) -> tuple[float, float, int]:
         """Train the micro-batches of ``epoch`` not done yet (all of them unless resuming)."""
@@ -422,13 +438,8 @@ class Exp:
             load_best = False
         if load_best:
             state = self.load(ckpt_path)
-            if not self.history:  # evaluation only (--is_training 0): report what training did
-                if state.get("data_source") != self.data.source:
-                    print(f"note: {ckpt_path} was trained on {state.get('data_source')}; testing on {self.data.source}", flush=True)
-                self.history, self.updates = state["history"], state["updates"]
-                self.skipped_updates = state["skipped_updates"]
-                self.train_seconds = state.get("train_seconds", 0.0)
-                self.early_stopping.load_state_dict(state["early_stopping"])
+            if not self.history:  # evaluation only (--is_training 0): report what the whole training did
+                self._restore_training_summary(state, ckpt_path.with_name("last.pt"))
         results_dir = ensure_dir(Path(a.results) / setting, "--results")
         report = self.vali(self.test_loader)
         y_true, y_pred = report.pop("y_true"), report.pop("y_pred")
@@ -480,7 +491,8 @@ class Exp:
 
     # ----------------------------------------------------------- checkpoints
     def data_fingerprint(self) -> str:
-        digest = hashlib.sha1()
+        """Hash of the scaled values, the windows of every split and the channel names."""
+        digest = hashlib.sha1(self.data.train.values.cpu().numpy().tobytes())
         for split in (self.data.train, self.data.val, self.data.test):
             digest.update(np.ascontiguousarray(split.starts).tobytes())
             digest.update(np.ascontiguousarray(split.labels).tobytes())
@@ -501,7 +513,7 @@ class Exp:
                 "grads": grads if any(g is not None for g in grads) else None,
                 "window_bad": self.window_bad,
                 "accumulation": self.policy.state_dict(),
-                "rng": capture_rng(self.loader_generator),
+                "rng": capture_rng(self.loader_generator, cuda=self.device.type == "cuda"),
                 "updates": self.updates,
                 "skipped_updates": self.skipped_updates,
                 "bad_windows": self.bad_windows,
@@ -520,7 +532,7 @@ class Exp:
 
     def load(self, path: Path) -> dict:
         """Load the model weights of a checkpoint after checking it belongs to this model and data."""
-        state = load_checkpoint(path, map_location=self.device)
+        state = load_checkpoint(path)  # on the CPU: RNG states must stay there; weights are copied over
         saved = state.get("args", {})
         if saved.get("model") != self.args.model:
             raise UserError(f"checkpoint {path} holds a {saved.get('model')} model, not {self.args.model}")
@@ -544,6 +556,9 @@ class Exp:
                 return None
             raise UserError(f"--resume: checkpoint {path} does not exist")
         state = self.load(path)
+        missing = [key for key in RESUME_KEYS if key not in state]
+        if missing:
+            raise UserError(f"--resume: {path} lacks {', '.join(missing)}: it is not a resumable checkpoint of this version")
         saved = state["args"]
         for flag in RESUME_MUST_MATCH:
             if saved.get(flag) != getattr(a, flag):
@@ -569,6 +584,24 @@ class Exp:
                 p.grad = None if g is None else g.to(device=p.device, dtype=p.dtype)
         restore_rng(state["rng"], self.loader_generator)
         return path
+
+    def _restore_training_summary(self, best: dict, last_path: Path) -> None:
+        """Epochs, updates and time come from last.pt (the whole run); the best epoch from best.pt."""
+        if best.get("data_source") != self.data.source:
+            print(f"note: the checkpoint was trained on {best.get('data_source')}; testing on {self.data.source}", flush=True)
+        summary = best
+        if last_path.is_file():
+            try:
+                summary = load_checkpoint(last_path)
+            except UserError as exc:
+                print(f"note: {exc}; the training summary comes from best.pt", flush=True)
+        self.history = summary.get("history", [])
+        self.updates = summary.get("updates", 0)
+        self.skipped_updates = summary.get("skipped_updates", 0)
+        self.bad_windows = summary.get("bad_windows", 0)
+        self.train_seconds = summary.get("train_seconds", 0.0)
+        if "early_stopping" in best:
+            self.early_stopping.load_state_dict(best["early_stopping"])
 
     def _resume_line(self, path: Path) -> str:
         if self.finished:

@@ -393,3 +393,35 @@ def test_logged_train_loss_is_the_mean_per_sample_loss_of_the_epoch(tiny_data, t
     row = exp.history[0]
     assert row["train_loss"] == pytest.approx(float(torch.cat(seen).mean()), rel=1e-12)
     assert (row["micro_batches"], row["updates"], row["effective_batch_size"]) == (12, 4, 12)
+
+
+def test_early_stop_inside_a_window_that_went_bad_discards_it(tiny_data, tmp_path, capsys):
+    exp = build(
+        tiny_data("Classification"), "--model", "ResNet1D", "--batch_size", "4", "--gradient_accumulation_steps", "5",
+        "--cross_epoch_accumulation", "--train_epochs", "6", "--patience", "1", n_train=8, tmp=tmp_path,
+    )  # fmt: skip
+    exp.early_stopping.step(-1.0, -1)  # stop after the first epoch, inside the first window
+    original, calls = exp.model.forward, {"n": 0}
+
+    def forward(x):
+        calls["n"] += 1
+        return original(x) * (float("nan") if calls["n"] == 2 else 1.0)
+
+    exp.model.forward = forward
+    before = flat_params(exp.model)
+    exp.train("run")
+    np.testing.assert_array_equal(before, flat_params(exp.model))
+    assert exp.updates == 0 and exp.bad_windows == 1 and exp.window_bad is None
+    assert "accumulation window discarded" in capsys.readouterr().out
+    assert torch.load(tmp_path / "ckpt" / "run" / "last.pt", weights_only=True)["window_bad"] is None
+
+
+def test_the_flushed_update_of_an_early_stop_is_in_the_history(tiny_data, tmp_path):
+    exp = build(
+        tiny_data("Classification"), "--model", "ResNet1D", "--batch_size", "4", "--gradient_accumulation_steps", "5",
+        "--cross_epoch_accumulation", "--train_epochs", "6", "--patience", "1", n_train=8, tmp=tmp_path,
+    )  # fmt: skip
+    exp.early_stopping.step(-1.0, -1)
+    exp.train("run")
+    assert exp.updates == 1
+    assert exp.history[-1]["updates"] == exp.history[-1]["total_updates"] == 1

@@ -23,6 +23,9 @@ def run_cli(*flags, cwd=ROOT):
     (["--dropout", "1.5"], "--dropout"),
     (["--d_model", "30", "--n_heads", "4"], "--n_heads"),
     (["--device", "gpu0"], "--device"),
+    (["--model_id", "a/b"], "--model_id"),
+    (["--export_data", ""], "--export_data"),
+    (["--resume", "x.pt", "--itr", "2"], "--resume"),
 ])  # fmt: skip
 def test_bad_arguments_exit_2_with_one_line_naming_the_flag(flags, culprit):
     result = run_cli(*flags)

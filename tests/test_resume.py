@@ -153,3 +153,44 @@ def test_a_signal_writes_a_resumable_checkpoint_and_resume_finishes(tmp_path, si
     assert "Resumed from" in out and "Test: accuracy" in out
     metrics = json.loads((tmp_path / "res" / run.name / "metrics.json").read_text())
     assert metrics["epochs_run"] == 4
+
+
+OTHER_SETTINGS = [("--optimizer", "sgd"), ("--learning_rate", "0.01"), ("--dropout", "0.3"), ("--max_grad_norm", "0.5")]
+
+
+@pytest.mark.parametrize("flag, value", OTHER_SETTINGS)
+def test_resume_refuses_other_training_settings(tmp_path, data, flag, value):
+    from utils.errors import UserError
+
+    new_exp(tmp_path, data, "--train_epochs", "1").train("run")
+    path = str(tmp_path / "ckpt" / "run" / "last.pt")
+    with pytest.raises(UserError, match=f"{flag} .*this run has {flag} {value}"):
+        new_exp(tmp_path, data, "--train_epochs", "1", flag, value, "--resume", path).train("other")
+
+
+def test_resume_refuses_a_checkpoint_without_the_training_state(tmp_path, data):
+    from utils.checkpoint import atomic_save
+    from utils.errors import UserError
+
+    new_exp(tmp_path, data, "--train_epochs", "1").train("run")
+    path = tmp_path / "ckpt" / "run" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    del state["rng"], state["meter"]
+    atomic_save(state, path)
+    with pytest.raises(UserError, match="lacks meter, rng"):
+        new_exp(tmp_path, data, "--train_epochs", "1", "--resume", "auto").train("run")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resume_on_cuda_continues_a_run_interrupted_mid_window(tmp_path, data):
+    first = new_exp(tmp_path, data, "--device", "cuda")
+    interrupt_after(first, 14)
+    with pytest.raises(Interrupted):
+        first.train("run")
+    second = new_exp(tmp_path, data, "--device", "cuda", "--resume", "auto")
+    second.train("run")
+    reference = new_exp(tmp_path / "ref", data, "--device", "cuda")
+    reference.train("run")
+    assert second.updates == reference.updates and len(second.history) == 3
+    for a, b in zip(second.model.parameters(), reference.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # GPU kernels may round differently

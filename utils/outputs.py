@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from utils.checkpoint import atomic_write
 from utils.errors import UserError
 
 HISTORY_COLUMNS = (
@@ -29,9 +30,7 @@ def ensure_dir(path: Path, flag: str) -> Path:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -7,8 +7,8 @@ checkpoint is never taken halfway through a backward pass. A second signal stops
 
 from __future__ import annotations
 
+import os
 import signal
-import sys
 import threading
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -34,11 +34,11 @@ class StopRequest:
         if self.signum is not None:  # second signal: stop now
             raise KeyboardInterrupt
         self.signum = signum
-        print(
-            f"\n{signal.Signals(signum).name} received: finishing this micro-batch and saving a checkpoint (send it again to stop at once)",
-            file=sys.stderr,
-            flush=True,
+        message = (
+            f"\n{signal.Signals(signum).name} received: finishing this micro-batch and saving a checkpoint "
+            "(send it again to stop at once)\n"
         )
+        os.write(2, message.encode())  # not print(): the handler may interrupt a write to stderr (tqdm)
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -50,3 +50,10 @@ class StopRequest:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+def ignore_stop_signals(worker_id: int | None = None) -> None:
+    """DataLoader ``worker_init_fn``: Ctrl-C reaches the whole process group; only the main
+    process decides what happens, so workers ignore it."""
+    for signum in EXIT_CODES:
+        signal.signal(signum, signal.SIG_IGN)
