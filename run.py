@@ -290,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     validate(parser, args)
 
+    import torch
+
     from exp.exp import TrainingAborted
     from utils.errors import UserError
     from utils.signals import Interrupted
@@ -302,6 +304,15 @@ def main(argv: list[str] | None = None) -> int:
     except (Interrupted, TrainingAborted) as exc:
         print(f"run.py: {exc}", file=sys.stderr)
         return exc.exit_code
+    except (MemoryError, torch.OutOfMemoryError) as exc:
+        steps = args.gradient_accumulation_steps or 1
+        print(
+            f"run.py: error: out of memory ({type(exc).__name__}) with micro-batches of --batch_size {args.batch_size}; "
+            f"lower --batch_size and raise --gradient_accumulation_steps to keep the effective batch "
+            f"(e.g. --batch_size {max(1, args.batch_size // 2)} --gradient_accumulation_steps {2 * steps})",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the last complete checkpoint stays
         print("run.py: interrupted", file=sys.stderr)
         return 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,8 +15,13 @@ sys.path.insert(0, str(ROOT))
 from data_provider.data_factory import WindowDataset, build_data  # noqa: E402
 from run import build_parser, validate  # noqa: E402
 
+# The device the suite runs on: the CPU unless TEST_DEVICE says otherwise (e.g. cuda on a GPU
+# machine). Tests of CPU-only promises (bitwise resume, bf16 autocast on CPU) pin --device cpu.
+TEST_DEVICE = os.environ.get("TEST_DEVICE", "cpu")
+
 # A small, fast configuration: 1 simulated day per class, short windows, narrow models.
-TINY = ["--sim_days", "1", "--step", "32", "--d_model", "16", "--n_heads", "2", "--gaf_size", "8", "--progress", "none"]
+TINY = ["--sim_days", "1", "--step", "32", "--d_model", "16", "--n_heads", "2", "--gaf_size", "8", "--progress", "none",
+        "--device", TEST_DEVICE]  # fmt: skip
 
 
 def make_args(*flags: str, tmp: Path | None = None):

@@ -278,7 +278,7 @@ def test_amp_update_order_and_a_skipped_step_with_an_injected_inf(tiny_data, mon
         tiny_data("Classification"), "--model", "ResNet1D", "--batch_size", "4", "--gradient_accumulation_steps", "3",
         "--lr_scheduler", "cosine", "--max_grad_norm", "0.5", n_train=36,
     )  # fmt: skip
-    exp.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    exp.scaler = torch.amp.GradScaler(exp.device.type, init_scale=2.0**10)
     log = CallLog()
     for name in ("unscale_", "update"):
         log.wrap(exp.scaler, name, f"scaler.{name}")
@@ -316,7 +316,7 @@ def test_amp_update_order_and_a_skipped_step_with_an_injected_inf(tiny_data, mon
 
 
 def test_amp_bf16_on_cpu_trains_under_autocast(tiny_data):
-    exp = build(tiny_data("Classification"), "--model", "ResNet1D", "--use_amp", "--batch_size", "8", n_train=32)
+    exp = build(tiny_data("Classification"), "--model", "ResNet1D", "--use_amp", "--batch_size", "8", "--device", "cpu", n_train=32)
     assert exp.amp_dtype == torch.bfloat16 and not exp.scaler.is_enabled()
     dtypes = []
     exp.model.head.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))

@@ -66,3 +66,19 @@ def test_help_lists_the_groups_and_the_presets():
         "effective batch",
     ):
         assert text in result.stdout
+
+
+def test_out_of_memory_is_one_line_that_suggests_accumulation(tmp_path, monkeypatch, capsys):
+    import torch
+
+    import exp.exp
+    from run import main
+
+    def no_memory(self, batch, step):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(exp.exp.Exp, "_micro_step", no_memory)
+    flags = ["--sim_days", "1", "--step", "32", "--d_model", "16", "--n_heads", "2", "--progress", "none", "--batch_size", "64"]
+    assert main([*flags, "--checkpoints", str(tmp_path / "c"), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out of memory" in err[0] and "--batch_size 32 --gradient_accumulation_steps 2" in err[0]

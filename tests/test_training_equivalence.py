@@ -41,7 +41,7 @@ def reference_gradient(exp, weights, samples):
         for p, w in zip(model.parameters(), weights):
             p.copy_(w)
     model.zero_grad()
-    batch = exp.data.train[samples]
+    batch = exp.data.train[samples].to(exp.device)
     F.cross_entropy(model(*batch.inputs()), batch.labels).backward()
     return [p.grad for p in model.parameters()]
 

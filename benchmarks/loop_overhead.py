@@ -1,0 +1,87 @@
+"""Cost of the training loop's per-micro-batch work, side by side in one run.
+
+Prints micro-batches/s and samples/s for:
+  * the runner's loop (finite-loss check: one device sync per micro-batch),
+  * the same loop without that check (a reference; not what the runner does),
+and for several micro-batch x accumulation splits of one effective batch.
+
+    python benchmarks/loop_overhead.py [--device cuda] [--model ResNet1D] [--epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from data_provider.data_factory import build_data  # noqa: E402
+from exp.exp import Exp  # noqa: E402
+from run import build_parser, validate  # noqa: E402
+from utils.seed import seed_everything  # noqa: E402
+
+
+class UncheckedExp(Exp):
+    """The loop without the finite-loss check (no sync per micro-batch)."""
+
+    def _micro_step(self, batch, step):
+        with self.autocast():
+            logits = self.model(*batch.inputs())
+            losses, weights = self.criterion(logits, batch.labels)
+        total = losses.sum() if weights is None else (losses * weights).sum()
+        self.scaler.scale(total / step.normaliser).backward()
+        self.meter.add(losses, weights, logits, batch.labels)
+        if step.is_update:
+            self.last_window = step.window_length
+            self._update()
+
+
+def throughput(cls, flags, data, epochs):
+    parser = build_parser()
+    args = parser.parse_args([*flags, "--progress", "none"])
+    validate(parser, args)
+    seed_everything(args.seed)
+    exp = cls(args, data)
+    exp.train_epoch(0)  # warm-up (allocator, cuDNN autotune)
+    if exp.device.type == "cuda":
+        torch.cuda.synchronize()
+    start, micro = time.perf_counter(), 0
+    for epoch in range(1, epochs + 1):
+        micro += exp.train_epoch(epoch)[2]
+    if exp.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return micro / seconds, micro * args.batch_size / seconds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--model", default="DualGAFNet")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--effective", type=int, default=32)
+    opts = p.parse_args()
+    base = ["--model", opts.model, "--device", opts.device, "--sim_days", "4", "--train_epochs", str(opts.epochs + 1)]
+    parser = build_parser()
+    args = parser.parse_args(base)
+    validate(parser, args)
+    data = build_data(args)
+    print(f"{opts.model} on {Exp(args, data).device}, {len(data.train)} training windows, {opts.epochs} timed epochs")
+    print(f"{'micro x steps':>14} {'loop':>10} {'micro/s':>10} {'samples/s':>10} {'vs unchecked':>13}")
+    for steps in (1, 2, 4, 8):
+        micro = opts.effective // steps
+        flags = [*base, "--batch_size", str(micro), "--gradient_accumulation_steps", str(steps)]
+        ours = throughput(Exp, flags, data, opts.epochs)
+        plain = throughput(UncheckedExp, flags, data, opts.epochs)
+        label = f"{micro} x {steps}"
+        print(f"{label:>14} {'runner':>10} {ours[0]:10.1f} {ours[1]:10.1f} {ours[0] / plain[0]:12.2f}x")
+        print(f"{label:>14} {'unchecked':>10} {plain[0]:10.1f} {plain[1]:10.1f} {1.0:12.2f}x")
+
+
+if __name__ == "__main__":
+    main()
