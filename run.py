@@ -12,6 +12,7 @@ import copy
 import math
 import re
 import sys
+from pathlib import Path
 
 SEEDS_HEADLINE = "--model DualGAFNet --data DualGAF --step 96"
 
@@ -90,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--is_training", type=int, choices=(0, 1), default=1, help="1: train then test; 0: test the saved best.pt of the same run"
     )
-    g.add_argument("--model_id", default="ahu", help="free name of the experiment, first part of the run name")
+    g.add_argument(
+        "--model_id", default=None, help="free name of the experiment, first part of the run name (default: the data file's name, or ahu)"
+    )
     g.add_argument(
         "--model",
         choices=list(MODELS),
@@ -112,9 +115,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--root_path", default=".", help="folder of --data_path")
     g.add_argument("--data_path", default=None, help="CSV file under --root_path; without it the built-in AHU simulator is used")
-    g.add_argument("--time_col", default="Datetime", help="CSV: timestamp column (gaps cut segments)")
-    g.add_argument("--label_col", default="label", help="CSV: class label column")
+    g.add_argument(
+        "--time_col",
+        default=None,
+        help="CSV: timestamp column; gaps cut segments, unsorted rows are sorted "
+        "(default: a column named Datetime, Timestamp, Time or Date, if any)",
+    )
+    g.add_argument("--label_col", default="label", help="CSV: class label column (with --fault_inventory: the 0/1 ground truth)")
     g.add_argument("--feature_cols", default=None, help="CSV: comma-separated sensor columns (default: every other numeric column)")
+    g.add_argument(
+        "--fault_inventory",
+        metavar="CSV",
+        default=None,
+        help="CSV under --root_path with fault type, fault intensity and date columns: rows whose 0/1 label is 1 "
+        "get the class '<type> / <intensity>' of their date, rows with 0 the class 'normal'",
+    )
+    g.add_argument(
+        "--missing",
+        choices=("ffill", "interpolate", "drop"),
+        default="ffill",
+        help="empty cells, spreadsheet errors (#VALUE!) and infinities in sensor columns: carry the last value "
+        "forward / interpolate linearly (both inside their segment) / drop the row (cutting the segment)",
+    )
+    g.add_argument(
+        "--split",
+        choices=("blocked", "chronological", "random"),
+        default="blocked",
+        help="blocked: blocks of --split_block windows dealt train,train,train,val,test per class; chronological: "
+        "first 60/20/20 %% of each segment; random: leaks overlapping windows across splits (warned)",
+    )
     g.add_argument("--step", type=_number(int, 2, 100_000, name="an integer"), default=96, help="window length in samples")
     g.add_argument("--stride", type=positive_int(100_000), default=None, help="window stride in samples (default: half of --step)")
     g.add_argument(
@@ -130,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CSV",
         default=None,
         help="write the simulated table to this CSV file (the layout real logs have) and exit",
+    )
+    g.add_argument(
+        "--scale",
+        choices=("global", "window"),
+        default="global",
+        help="DualGAF: map each sensor to [-1, 1] with its training-set range (keeps levels apart: a damper stuck "
+        "at 25 %% vs 75 %%) or with each window's own range (shape only)",
     )
     g.add_argument(
         "--gaf_size",
@@ -259,10 +295,14 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"argument --model: {args.model} takes --data {model_format(args.model)}, not --data {args.data}")
     if args.model in ("DualGAFNet", "Transformer") and args.d_model % args.n_heads:
         parser.error(f"argument --n_heads: {args.n_heads} does not divide --d_model {args.d_model}")
+    if args.model_id is None:
+        args.model_id = re.sub(r"[^\w.+=-]", "_", Path(args.data_path).stem) if args.data_path else "ahu"
     if args.stride is None:
         args.stride = max(1, args.step // 2)
-    if args.data_path is None and args.root_path != ".":
-        parser.error("argument --root_path: given without --data_path")
+    if args.data_path is None:
+        for flag in ("root_path", "time_col", "feature_cols", "fault_inventory"):
+            if getattr(args, flag) not in (None, "."):
+                parser.error(f"argument --{flag}: given without --data_path (the built-in simulator needs none)")
     if args.min_lr > args.learning_rate:
         parser.error(f"argument --min_lr: {args.min_lr:g} is above --learning_rate {args.learning_rate:g}")
     if args.resume is not None and not args.is_training:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from data_provider.gaf import dual_gaf
+from data_provider.gaf import dual_gaf, rescale_windows
 
 
 @dataclass
@@ -44,9 +44,11 @@ class DualGAFBatch(WindowBatch):
     ``model(gasf, gadf, window)``, images [B, C, S, S] and the raw window [B, T, C]."""
 
     image_size: int
+    per_window: bool = False  # --scale window: rescale every window to its own [-1, 1] first
 
     def inputs(self) -> tuple:
-        return (*dual_gaf(self.x, self.image_size), self.x)
+        series = rescale_windows(self.x) if self.per_window else self.x
+        return (*dual_gaf(series, self.image_size), self.x)
 
 
 @dataclass

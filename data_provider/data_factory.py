@@ -17,7 +17,7 @@ from data_provider.graph import correlation_adjacency
 from data_provider.sampler import EpochBatchSampler
 from data_provider.scaling import SCALERS
 from data_provider.sources import load_table
-from data_provider.windows import SPLITS, blocked_split, find_segments
+from data_provider.windows import BLOCK_PATTERN, SPLITS, blocked_split, chronological_split, find_segments, random_split
 from utils.errors import UserError
 from utils.signals import ignore_stop_signals
 
@@ -49,14 +49,16 @@ class DualGAFFormat(PlainFormat):
     def __init__(self, args):
         self.image_size = min(args.gaf_size, args.step)
         self.step = args.step
+        self.per_window = args.scale == "window"
 
     def make_batch(self, x, labels):
-        return DualGAFBatch(x, labels, self.image_size)
+        return DualGAFBatch(x, labels, self.image_size, self.per_window)
 
     def describe(self):
         s = self.image_size
         paa = f" (PAA {self.step} -> {s} points)" if s < self.step else ""
-        return f"GASF + GADF images [B, C, {s}, {s}] made per batch{paa}; training min/max -> [-1, 1]"
+        scale = "each window's own min/max" if self.per_window else "training min/max"
+        return f"GASF + GADF images [B, C, {s}, {s}] made per batch{paa}; {scale} -> [-1, 1]"
 
 
 class GraphFormat(PlainFormat):
@@ -124,29 +126,50 @@ class DataBundle:
         )
 
 
+def split_windows(args, segments) -> dict:
+    if args.split == "chronological":
+        return chronological_split(segments, args.step, args.stride)
+    if args.split == "random":
+        print("warning: --split random deals overlapping windows to different splits, so test rows are also seen in "
+              "training: scores come out too high", flush=True)  # fmt: skip
+        return random_split(segments, args.step, args.stride, args.seed)
+    return blocked_split(segments, args.step, args.stride, args.split_block)
+
+
+def check_coverage(split: dict, class_names: list[str], args) -> None:
+    """Every class needs windows in train, validation and test."""
+    for label, name in enumerate(class_names):
+        counts = {s: int((split[s].labels == label).sum()) for s in SPLITS}
+        if min(counts.values()) == 0:
+            shown = ", ".join(f"{n} {s}" for s, n in counts.items())
+            hint = (f"the blocked split needs {len(BLOCK_PATTERN)} blocks of --split_block {args.split_block} windows per class"
+                    if args.split == "blocked" else f"--split {args.split} cannot give it every split")  # fmt: skip
+            raise UserError(
+                f"class '{name}' has too few windows ({shown}) with --step {args.step} --stride {args.stride}: {hint}; "
+                "use a smaller --step, --stride or --split_block, or more data"
+            )
+
+
 def build_data(args) -> DataBundle:
     table = load_table(args)
-    labels = table.labels
-    segments = find_segments(labels, table.times)
-    split = blocked_split(segments, args.step, args.stride, args.split_block)
-    for name in SPLITS:
-        if not len(split[name].starts):
-            raise UserError(
-                f"--step {args.step} / --stride {args.stride} / --split_block {args.split_block}: the {name} split gets no "
-                "windows (the segments are too short for that many blocks); use smaller values or more data"
-            )
-    missing = sorted(set(range(len(table.class_names))) - set(split["train"].labels.tolist()))
-    if missing:
-        names = ", ".join(table.class_names[i] for i in missing)
-        raise UserError(f"--step {args.step}: class(es) {names} get no training window; use a smaller --step")
+    for note in table.notes:
+        print(f"note: {note}", flush=True)
+    segments = find_segments(table.labels, table.breaks)
+    longest = max(segments, key=lambda seg: seg.end - seg.start)
+    if longest.end - longest.start < args.step:
+        raise UserError(
+            f"--step {args.step} is longer than every segment (the longest has {longest.end - longest.start} rows, "
+            f"class '{table.class_names[longest.label]}'); use a smaller --step"
+        )
+    split = split_windows(args, segments)
+    check_coverage(split, table.class_names, args)
 
     fmt = FORMATS[args.data](args)
     train_rows = table.values[split["train"].rows(args.step)]
     scaler = SCALERS[fmt.scaler]().fit(train_rows)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
-    scaled = scaler.transform(table.values)
     fmt.fit(scaler.transform(train_rows))
-    values = torch.as_tensor(scaled, dtype=dtype)
+    values = torch.as_tensor(scaler.transform(table.values), dtype=dtype)
     datasets = {name: WindowDataset(values, split[name].starts, split[name].labels, args.step, fmt) for name in SPLITS}
     return DataBundle(**datasets, class_names=table.class_names, channels=table.channels, fmt=fmt, source=table.source, seq_len=args.step)
 

@@ -38,3 +38,13 @@ def dual_gaf(windows: torch.Tensor, size: int | None = None) -> tuple[torch.Tens
     xi, xj = x.unsqueeze(-1), x.unsqueeze(-2)
     si, sj = s.unsqueeze(-1), s.unsqueeze(-2)
     return xi * xj - si * sj, si * xj - xi * sj
+
+
+def rescale_windows(windows: torch.Tensor) -> torch.Tensor:
+    """Each window and channel to its own [-1, 1] (``--scale window``, pyts' default). It
+    erases absolute levels: a damper stuck at 25 % and at 75 % give the same image. A constant
+    channel maps to 0 (GASF -1, GADF 0)."""
+    low = windows.amin(dim=1, keepdim=True)
+    span = windows.amax(dim=1, keepdim=True) - low
+    scaled = 2 * (windows - low) / span.clamp(min=1e-12) - 1
+    return torch.where(span > 1e-12, scaled, torch.zeros_like(scaled))

@@ -1,18 +1,20 @@
-"""Where a run's table comes from: the built-in simulator, or a CSV file in the same layout.
+"""Where a run's table comes from: the built-in simulator or a CSV sensor log.
 
-Both give a ``Table``: sensor values [rows, channels], an integer label per row, timestamps,
-the class names and the channel names. Everything downstream is shared.
+Both give a ``Table``: sensor values [rows, channels], an integer label per row, where new
+segments start regardless of the label (time gaps, dropped rows), the class and channel names.
+Everything downstream is shared. (UEA ``.ts`` files hold ready-cut samples instead: see
+``data_provider/uea.py``.)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from data_provider import simulator
+from data_provider.csv_source import NORMAL, read_sensor_csv
 from utils.errors import UserError
 
 
@@ -20,68 +22,53 @@ from utils.errors import UserError
 class Table:
     values: np.ndarray  # [rows, channels] float64
     labels: np.ndarray  # [rows] int
-    times: np.ndarray | None
+    breaks: np.ndarray  # [rows] bool: a segment starts here whatever the label
     class_names: list[str]
     channels: list[str]
     source: str
+    notes: list[str] = field(default_factory=list)
 
 
-def simulated_frame(args) -> pd.DataFrame:
+def simulated_frame(args):
     return simulator.simulate_ahu(days_per_class=args.sim_days, seed=args.sim_seed)
+
+
+def class_order(names) -> list[str]:
+    """Fault-free first, then the faults alphabetically."""
+    unique = sorted(set(names))
+    normal = [n for n in unique if n.lower() in (NORMAL, "fault-free", "fault free", "0")]
+    return normal + [n for n in unique if n not in normal]
 
 
 def load_table(args) -> Table:
     if not args.data_path:
         frame = simulated_frame(args)
-        source = f"built-in AHU simulator ({args.sim_days} days per class, --sim_seed {args.sim_seed})"
-        return _table_from_frame(frame, simulator.TIME_COLUMN, simulator.LABEL_COLUMN, simulator.SENSORS, source, list(simulator.FAULTS))
+        names = list(simulator.FAULTS)
+        lookup = {name: i for i, name in enumerate(names)}
+        return Table(
+            values=frame[simulator.SENSORS].to_numpy(dtype=np.float64),
+            labels=frame[simulator.LABEL_COLUMN].map(lookup).to_numpy(dtype=np.int64),
+            breaks=np.zeros(len(frame), dtype=bool),
+            class_names=names,
+            channels=list(simulator.SENSORS),
+            source=f"built-in AHU simulator ({args.sim_days} days per class, --sim_seed {args.sim_seed})",
+        )
     path = Path(args.root_path) / args.data_path
-    frame = read_csv(path)
     features = [c.strip() for c in args.feature_cols.split(",")] if args.feature_cols else None
-    return _table_from_frame(frame, args.time_col, args.label_col, features, str(path), None)
-
-
-def read_csv(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise UserError(f"--data_path: file {path} does not exist")
-    try:
-        frame = pd.read_csv(path, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
-        raise UserError(f"--data_path: cannot read {path} as CSV ({type(exc).__name__})") from None
-    frame.columns = [str(c).strip() for c in frame.columns]  # real exports carry trailing spaces
-    return frame
-
-
-def _table_from_frame(frame, time_col, label_col, features, source, class_names) -> Table:
-    if label_col not in frame.columns:
-        raise UserError(f"--label_col: column '{label_col}' not found in {source} (columns: {', '.join(frame.columns)})")
-    times = None
-    if time_col and time_col in frame.columns:
-        times = pd.to_datetime(frame[time_col], errors="coerce", format="mixed").to_numpy()
-    if features is None:
-        skip = {label_col, time_col}
-        features = [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])]
-    unknown = [c for c in features if c not in frame.columns]
-    if unknown:
-        raise UserError(f"--feature_cols: column(s) {', '.join(unknown)} not found in {source}")
-    if not features:
-        raise UserError(f"{source}: no numeric sensor columns besides '{label_col}'")
-    values = frame[features].apply(pd.to_numeric, errors="coerce").ffill().bfill()
-    empty = [c for c in features if values[c].isna().all()]
-    if empty:
-        raise UserError(f"{source}: column '{empty[0]}' has no numeric value")
-    raw_labels = frame[label_col].astype(str).str.strip()
-    names = class_names or sorted(raw_labels.unique())
-    lookup = {name: i for i, name in enumerate(names)}
+    inventory = Path(args.root_path) / args.fault_inventory if args.fault_inventory else None
+    csv = read_sensor_csv(path, args.time_col, args.label_col, features, inventory, args.missing)
+    names = class_order(csv.labels)
     if len(names) < 2:
-        raise UserError(f"--label_col: column '{label_col}' of {source} holds one class only ({names[0]})")
+        raise UserError(f"--label_col: column '{args.label_col}' of {path} holds one class only ({names[0]})")
+    lookup = {name: i for i, name in enumerate(names)}
     return Table(
-        values=values.to_numpy(dtype=np.float64),
-        labels=raw_labels.map(lookup).to_numpy(dtype=np.int64),
-        times=times,
-        class_names=list(names),
-        channels=list(features),
-        source=source,
+        values=csv.values,
+        labels=np.array([lookup[label] for label in csv.labels], dtype=np.int64),
+        breaks=csv.breaks,
+        class_names=names,
+        channels=csv.channels,
+        source=str(path),
+        notes=csv.notes,
     )
 
 

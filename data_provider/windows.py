@@ -1,10 +1,15 @@
-"""Cutting a labelled table into windows, and a leak-free split of those windows.
+"""Cutting a labelled table into windows, and splitting the windows.
 
 A *segment* is a maximal run of rows with one label and no gap in time. Windows are cut
-inside segments only. ``blocked_split`` cuts every segment into blocks of ``block_windows``
-windows and deals the blocks out in a repeating pattern (train, train, train, val, test),
-counted per class so every class reaches every split. Windows never cross a block edge, so
-no sample row appears in two splits even with overlapping windows.
+inside segments only.
+
+* ``blocked`` (default): every segment is cut into blocks of ``block_windows`` windows, dealt
+  out in a repeating pattern (train, train, train, val, test) counted per class, so every
+  class reaches every split. Windows never cross a block edge: no sample row is in two splits.
+* ``chronological``: the first 60 % of every segment's rows train, the next 20 % validate, the
+  last 20 % test; windows never cross those cuts either.
+* ``random``: windows are dealt 60/20/20 at random within each class. Overlapping windows then
+  share rows across splits, which flatters the scores: only for comparison with papers that do it.
 """
 
 from __future__ import annotations
@@ -25,13 +30,13 @@ class Segment:
     label: int
 
 
-def find_segments(labels: np.ndarray, times: np.ndarray | None = None) -> list[Segment]:
-    """Maximal runs of equal labels; a time gap larger than 1.5x the usual interval also cuts."""
+def find_segments(labels: np.ndarray, breaks: np.ndarray | None = None) -> list[Segment]:
+    """Maximal runs of equal labels; ``breaks`` marks rows that start a new segment anyway
+    (a time gap, a dropped row)."""
     labels = np.asarray(labels)
     cut = labels[1:] != labels[:-1]
-    if times is not None and len(times) > 2:
-        gaps = np.diff(np.asarray(times).astype("datetime64[ns]").astype(np.int64))
-        cut |= gaps > 1.5 * np.median(gaps)
+    if breaks is not None:
+        cut |= np.asarray(breaks, dtype=bool)[1:]
     edges = np.concatenate(([0], np.flatnonzero(cut) + 1, [len(labels)]))
     return [Segment(int(a), int(b), int(labels[a])) for a, b in zip(edges[:-1], edges[1:])]
 
@@ -75,3 +80,44 @@ def blocked_split(segments: list[Segment], length: int, stride: int, block_windo
         )
         for name in SPLITS
     }
+
+
+def _windows(start: int, end: int, length: int, stride: int) -> np.ndarray:
+    return np.arange(start, end - length + 1, stride)
+
+
+def _collect(parts: dict[str, list[tuple[np.ndarray, int]]]) -> dict[str, WindowIndex]:
+    out = {}
+    for name in SPLITS:
+        starts = [s for s, _ in parts[name]]
+        labels = [np.full(len(s), label) for s, label in parts[name]]
+        out[name] = WindowIndex(
+            np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, dtype=np.int64),
+            np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, dtype=np.int64),
+        )
+    return out
+
+
+def chronological_split(segments: list[Segment], length: int, stride: int, shares=(0.6, 0.2)) -> dict[str, WindowIndex]:
+    parts: dict[str, list] = {name: [] for name in SPLITS}
+    for seg in segments:
+        rows = seg.end - seg.start
+        cut1 = seg.start + round(shares[0] * rows)
+        cut2 = seg.start + round((shares[0] + shares[1]) * rows)
+        for name, (a, b) in zip(SPLITS, ((seg.start, cut1), (cut1, cut2), (cut2, seg.end))):
+            parts[name].append((_windows(a, b, length, stride), seg.label))
+    return _collect(parts)
+
+
+def random_split(segments: list[Segment], length: int, stride: int, seed: int, shares=(0.6, 0.2)) -> dict[str, WindowIndex]:
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[np.ndarray]] = defaultdict(list)
+    for seg in segments:
+        by_class[seg.label].append(_windows(seg.start, seg.end, length, stride))
+    parts: dict[str, list] = {name: [] for name in SPLITS}
+    for label, chunks in sorted(by_class.items()):
+        starts = rng.permutation(np.concatenate(chunks))
+        n_train, n_val = round(shares[0] * len(starts)), round(shares[1] * len(starts))
+        for name, piece in zip(SPLITS, np.split(starts, [n_train, n_train + n_val])):
+            parts[name].append((np.sort(piece), label))
+    return _collect(parts)

@@ -172,7 +172,7 @@ class AccumulationPolicy:
             per_epoch = f"{n / self.steps:.2f} optimizer updates/epoch on average (windows cross epochs)"
         else:
             tail = n % self.steps
-            per_epoch = f"{math.ceil(n / self.steps)} optimizer updates/epoch"
+            per_epoch = f"{self.updates_in_epoch(self.epoch)} optimizer updates/epoch"
             if tail:
                 per_epoch += f" (last window: {tail} micro-batch{'es' if tail > 1 else ''}, flushed)"
         ranks = f" x {world_size} processes" if world_size > 1 else ""

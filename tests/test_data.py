@@ -56,9 +56,11 @@ def test_block_pattern_is_three_train_then_val_then_test():
 
 
 def test_time_gaps_cut_segments():
+    from data_provider.csv_source import time_breaks
+
     times = pd.date_range("2024-01-01", periods=6, freq="min").to_numpy().copy()
     times[3:] += np.timedelta64(1, "h")
-    assert [(s.start, s.end) for s in find_segments(np.zeros(6, int), times)] == [(0, 3), (3, 6)]
+    assert [(s.start, s.end) for s in find_segments(np.zeros(6, int), time_breaks(times))] == [(0, 3), (3, 6)]
 
 
 def test_scalers_are_fitted_on_training_rows_only():

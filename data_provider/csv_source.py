@@ -1,0 +1,246 @@
+"""Reading a sensor log from CSV, as building-automation exports really are.
+
+* Header names are stripped (exports carry trailing spaces).
+* Times in mixed formats (``3/18/17``, ``3/18/2017 0:00``, ISO, with or without a zone) or as
+  epoch seconds; rows out of order are sorted; a gap larger than 1.5x the usual interval cuts a
+  segment.
+* Empty cells and spreadsheet error strings (``#VALUE!``, ``#DIV/0!``, ...) and infinities in
+  sensor columns are counted, reported, and then handled by ``--missing``:
+  ``ffill`` (default) carries the last value forward inside its segment (the first rows of a
+  segment take the first value); ``interpolate`` interpolates linearly inside its segment;
+  ``drop`` drops the row, which cuts the segment there. A value a segment never has is filled
+  with the column's median.
+* ``--fault_inventory`` turns a binary ground truth (0 = fault-free) into one class per fault
+  scenario by joining the inventory on the date: ``<fault type> / <fault intensity>``.
+
+Every problem that stops the run names the file, the column and the first bad row (the
+line number in the file, header = line 1).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from utils.errors import UserError
+
+ERROR_STRINGS = re.compile(r"^#(VALUE!|DIV/0!|N/A|NAME\?|NULL!|NUM!|REF!|ERROR!?|SPILL!|CALC!)$", re.IGNORECASE)
+EMPTY_WORDS = {"", "nan", "na", "n/a", "null", "none", "-", "?"}
+TIME_NAMES = ("datetime", "timestamp", "time", "date")
+NUMERIC_SHARE = 0.9  # a column is a sensor when this share of its non-empty cells are numbers
+NORMAL = "normal"
+UNLISTED_FAULT = "fault (not in inventory)"
+
+
+@dataclass
+class CsvTable:
+    values: np.ndarray  # [rows, channels] float64, missing values handled
+    labels: list[str]  # class name per row
+    times: np.ndarray | None  # datetime64[ns] or None
+    breaks: np.ndarray  # [rows] bool: a new segment starts here whatever the label
+    channels: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def line_of(row: int) -> int:
+    """File line of a data row (0-based) when the header is line 1."""
+    return row + 2
+
+
+def read_strings(path: Path, flag: str) -> pd.DataFrame:
+    if not path.exists():
+        raise UserError(f"{flag}: file {path} does not exist")
+    if path.is_dir():
+        raise UserError(f"{flag}: {path} is a folder, not a CSV file")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except PermissionError:
+        raise UserError(f"{flag}: file {path} is not readable (permission denied)") from None
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{flag}: file {path} is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{flag}: cannot read {path} as CSV ({first})") from None
+    header = [str(c).strip() for c in pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]]
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:  # pandas would silently rename the second one
+        raise UserError(f"{flag}: {path} has the column '{duplicated[0]}' twice")
+    frame.columns = header
+    if frame.empty:
+        raise UserError(f"{flag}: {path} has a header but no data rows")
+    return frame.apply(lambda col: col.str.strip())
+
+
+def parse_times(cells: pd.Series, path: Path, column: str) -> np.ndarray:
+    """Strings -> datetime64[ns]; epoch seconds when every cell is a number."""
+    numbers = pd.to_numeric(cells, errors="coerce")
+    if numbers.notna().all():
+        times = pd.to_datetime(numbers, unit="s", errors="coerce")
+    else:
+        with np.errstate(all="ignore"):
+            times = pd.to_datetime(cells, format="mixed", errors="coerce", utc=True).dt.tz_localize(None)
+    bad = np.flatnonzero(times.isna().to_numpy())
+    if len(bad):
+        raise UserError(
+            f"{path}: column '{column}' line {line_of(bad[0])}: cannot read {cells.iloc[bad[0]]!r} as a time ({len(bad)} such cells)"
+        )
+    return times.to_numpy(dtype="datetime64[ns]")
+
+
+def classify_cells(cells: pd.Series) -> tuple[pd.Series, dict[str, int], int]:
+    """Numeric values (NaN where missing), counts of each kind of missing cell, and the row of
+    the first cell that is text rather than missing."""
+    lowered = cells.str.lower()
+    empty = lowered.isin(EMPTY_WORDS)
+    error = cells.str.match(ERROR_STRINGS)
+    numbers = pd.to_numeric(cells.where(~(empty | error)), errors="coerce")
+    infinite = np.isinf(numbers)
+    text = numbers.isna() & ~empty & ~error
+    counts = {"empty": int(empty.sum()), "error": int(error.sum()), "text": int(text.sum()), "infinite": int(infinite.sum())}
+    first_text = int(np.flatnonzero(text.to_numpy())[0]) if counts["text"] else -1
+    return numbers.mask(infinite), counts, first_text
+
+
+def apply_inventory(truth: pd.Series, times: np.ndarray | None, inventory: Path, path: Path, label_col: str) -> tuple[list[str], list[str]]:
+    """Binary ground truth + fault inventory -> a class name per row, and notes."""
+    if times is None:
+        raise UserError(f"--fault_inventory: {path} needs a time column to join the inventory by date (--time_col)")
+    flags = pd.to_numeric(truth, errors="coerce")
+    bad = np.flatnonzero(flags.isna().to_numpy())
+    if len(bad):
+        raise UserError(f"{path}: column '{label_col}' line {line_of(bad[0])}: {truth.iloc[bad[0]]!r} is not a 0/1 ground truth")
+    table = read_strings(inventory, "--fault_inventory")
+    lower = {c.lower(): c for c in table.columns}
+    type_col = next((lower[c] for c in lower if "type" in c), None)
+    level_col = next((lower[c] for c in lower if "intensity" in c or "severity" in c), None)
+    date_col = next((lower[c] for c in lower if "time" in c or "date" in c), None)
+    for name, col in (("fault type", type_col), ("fault intensity", level_col), ("date", date_col)):
+        if col is None:
+            raise UserError(f"--fault_inventory: {inventory} has no '{name}' column (columns: {', '.join(table.columns)})")
+    days = pd.Series(parse_times(table[date_col], inventory, date_col)).dt.normalize()
+    repeated = days[days.duplicated()]
+    if len(repeated):
+        raise UserError(f"--fault_inventory: {inventory} line {line_of(repeated.index[0])}: a second fault on {repeated.iloc[0].date()}")
+    names = (table[type_col].str.split().str.join(" ") + " / " + table[level_col].str.split().str.join(" ")).tolist()
+    by_day = dict(zip(days, names))
+    row_days = pd.Series(times).dt.normalize()
+    faulted = (flags != 0).to_numpy()
+    labels = np.where(faulted, row_days.map(by_day).fillna(UNLISTED_FAULT).to_numpy(), NORMAL).tolist()
+    notes = []
+    faulted_days = set(row_days[faulted])
+    unused = sorted(str(day.date()) for day in by_day if day not in faulted_days)
+    if unused:
+        notes.append(f"inventory dates with no faulted rows (ignored): {', '.join(unused)}")
+    if UNLISTED_FAULT in labels:
+        notes.append(f"faulted rows on dates missing from the inventory keep the class '{UNLISTED_FAULT}'")
+    return labels, notes
+
+
+def time_breaks(times: np.ndarray) -> np.ndarray:
+    """A new segment starts after a gap larger than 1.5x the median interval."""
+    breaks = np.zeros(len(times), dtype=bool)
+    if len(times) > 2:
+        gaps = np.diff(times.astype(np.int64))
+        breaks[1:] = gaps > 1.5 * np.median(gaps)
+    return breaks
+
+
+def fill_missing(values: pd.DataFrame, segment: np.ndarray, rule: str) -> pd.DataFrame:
+    grouped = values.groupby(segment, sort=False)
+    if rule == "interpolate":
+        filled = grouped.transform(lambda s: s.interpolate(limit_direction="both"))
+    else:
+        filled = grouped.transform(lambda s: s.ffill().bfill())
+    return filled.fillna(values.median())  # a value the whole segment lacks
+
+
+def read_sensor_csv(
+    path: Path,
+    time_col: str | None,
+    label_col: str,
+    feature_cols: list[str] | None,
+    inventory: Path | None,
+    missing: str,
+) -> CsvTable:
+    frame = read_strings(path, "--data_path")
+    notes: list[str] = []
+    if label_col not in frame.columns:
+        raise UserError(f"--label_col: column '{label_col}' not found in {path} (columns: {', '.join(frame.columns)})")
+    if time_col is not None and time_col not in frame.columns:
+        raise UserError(f"--time_col: column '{time_col}' not found in {path} (columns: {', '.join(frame.columns)})")
+    if time_col is None:
+        time_col = next((c for c in frame.columns if c.lower() in TIME_NAMES), None)
+    times = None
+    if time_col is not None:
+        times = parse_times(frame[time_col], path, time_col)
+        if (np.diff(times.astype(np.int64)) < 0).any():
+            order = np.argsort(times, kind="stable")
+            frame, times = frame.iloc[order].reset_index(drop=True), times[order]
+            notes.append(f"rows sorted by '{time_col}'")
+
+    labels = frame[label_col]
+    empty_label = np.flatnonzero(labels.str.lower().isin(EMPTY_WORDS).to_numpy())
+    if len(empty_label):
+        raise UserError(f"{path}: column '{label_col}' line {line_of(empty_label[0])}: empty label ({len(empty_label)} such rows)")
+    if inventory is not None:
+        label_list, inventory_notes = apply_inventory(labels, times, inventory, path, label_col)
+        notes += inventory_notes
+    else:
+        label_list = labels.tolist()
+
+    candidates = feature_cols or [c for c in frame.columns if c not in (label_col, time_col)]
+    if feature_cols:
+        repeated = sorted({c for c in feature_cols if feature_cols.count(c) > 1})
+        unknown = [c for c in feature_cols if c not in frame.columns]
+        if repeated:
+            raise UserError(f"--feature_cols: column '{repeated[0]}' is listed twice")
+        if unknown:
+            raise UserError(f"--feature_cols: column '{unknown[0]}' not found in {path} (columns: {', '.join(frame.columns)})")
+        if label_col in feature_cols or (time_col and time_col in feature_cols):
+            raise UserError("--feature_cols: the label and time columns cannot be sensor columns")
+    columns, dropped, report = {}, [], []
+    for name in candidates:
+        numbers, counts, first_text = classify_cells(frame[name])
+        filled_cells = len(frame) - counts["empty"] - counts["error"]
+        if counts["text"] and counts["text"] > (1 - NUMERIC_SHARE) * filled_cells:  # a text column, not a sensor
+            if feature_cols:
+                row = first_text
+                raise UserError(f"{path}: column '{name}' line {line_of(row)}: {frame[name].iloc[row]!r} is not a number")
+            dropped.append(name)
+            continue
+        if numbers.notna().sum() == 0:
+            raise UserError(f"{path}: column '{name}' has no numeric value (drop it, or list the sensors with --feature_cols)")
+        columns[name] = numbers
+        kinds = [f"{n} {kind}" for kind, n in counts.items() if n]
+        if kinds:
+            report.append(f"{name}: {', '.join(kinds)}")
+    if dropped:
+        notes.append(f"non-numeric columns left out: {', '.join(dropped)}")
+    if not columns:
+        raise UserError(f"{path}: no numeric sensor columns besides '{label_col}'")
+    values = pd.DataFrame(columns)
+
+    breaks = time_breaks(times) if times is not None else np.zeros(len(values), dtype=bool)
+    label_arr = np.asarray(label_list, dtype=object)
+    change = np.concatenate(([True], label_arr[1:] != label_arr[:-1])) | breaks
+    if report:
+        cells = int(values.isna().sum().sum())
+        notes.append(f"{cells} missing or unreadable sensor cells ({'; '.join(report)}), handled by --missing {missing}")
+        if missing == "drop":
+            keep = values.notna().all(axis=1).to_numpy()
+            kept_rows = np.flatnonzero(keep)
+            gap = np.ones(len(kept_rows), dtype=bool)
+            gap[1:] = np.diff(kept_rows) > 1  # a dropped row cuts the segment
+            values = values[keep].reset_index(drop=True)
+            label_arr, times = label_arr[keep], None if times is None else times[keep]
+            breaks = gap | change[keep]
+            change = breaks
+        else:
+            values = fill_missing(values, np.cumsum(change), missing)
+    if len(values) < 2:
+        raise UserError(f"{path}: only {len(values)} usable row(s)")
+    return CsvTable(values.to_numpy(dtype=np.float64), label_arr.tolist(), times, breaks, list(columns), notes)
