@@ -6,7 +6,7 @@ The loop never asks which format it has.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -15,17 +15,19 @@ from data_provider.gaf import dual_gaf, rescale_windows
 
 @dataclass
 class WindowBatch:
-    """Plain windows for sequence models: ``model(x)`` with x [B, T, C]."""
+    """Plain windows for sequence models: ``model(x)`` with x [B, T, C], or ``model(x, mask)``
+    with a [B, T] mask (True on real steps) when series of unequal length were padded."""
 
     x: torch.Tensor
     labels: torch.Tensor
+    mask: torch.Tensor | None = field(default=None, kw_only=True)
 
     @property
     def num_samples(self) -> int:
         return int(self.labels.shape[0])
 
     def inputs(self) -> tuple:
-        return (self.x,)
+        return (self.x,) if self.mask is None else (self.x, self.mask)
 
     def _map_tensors(self, fn) -> WindowBatch:
         values = {f.name: getattr(self, f.name) for f in fields(self)}

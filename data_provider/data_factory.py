@@ -16,7 +16,8 @@ from data_provider.batches import DualGAFBatch, GraphBatch, WindowBatch
 from data_provider.graph import correlation_adjacency
 from data_provider.sampler import EpochBatchSampler
 from data_provider.scaling import SCALERS
-from data_provider.sources import load_table
+from data_provider.sources import class_order, load_table
+from data_provider.uea import is_uea, load_uea, stack, stratified_holdout
 from data_provider.windows import BLOCK_PATTERN, SPLITS, blocked_split, chronological_split, find_segments, random_split
 from utils.errors import UserError
 from utils.signals import ignore_stop_signals
@@ -24,18 +25,19 @@ from utils.signals import ignore_stop_signals
 
 # ------------------------------------------------------------------ formats
 class PlainFormat:
-    """Plain multivariate windows [B, T, C] for sequence models."""
+    """Plain multivariate windows [B, T, C] for sequence models (+ a padding mask when the
+    series have unequal lengths)."""
 
-    name, scaler = "Classification", "standard"
+    name, scaler, pads = "Classification", "standard", True
 
-    def __init__(self, args):
+    def __init__(self, args, length: int):
         pass
 
     def fit(self, train_rows: np.ndarray) -> None:
         pass
 
-    def make_batch(self, x: torch.Tensor, labels: torch.Tensor) -> WindowBatch:
-        return WindowBatch(x, labels)
+    def make_batch(self, x: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> WindowBatch:
+        return WindowBatch(x, labels, mask=mask)
 
     def describe(self) -> str:
         return "plain windows [B, T, C], z-scored with training statistics"
@@ -44,14 +46,14 @@ class PlainFormat:
 class DualGAFFormat(PlainFormat):
     """GASF + GADF images per sensor, made per batch on the device."""
 
-    name, scaler = "DualGAF", "minmax"
+    name, scaler, pads = "DualGAF", "minmax", False
 
-    def __init__(self, args):
-        self.image_size = min(args.gaf_size, args.step)
-        self.step = args.step
+    def __init__(self, args, length: int):
+        self.image_size = min(args.gaf_size, length)
+        self.step = length
         self.per_window = args.scale == "window"
 
-    def make_batch(self, x, labels):
+    def make_batch(self, x, labels, mask=None):
         return DualGAFBatch(x, labels, self.image_size, self.per_window)
 
     def describe(self):
@@ -64,16 +66,16 @@ class DualGAFFormat(PlainFormat):
 class GraphFormat(PlainFormat):
     """One node per sensor holding its window; edges from training-set correlations."""
 
-    name, scaler = "GNN", "standard"
+    name, scaler, pads = "GNN", "standard", False
 
-    def __init__(self, args):
+    def __init__(self, args, length: int):
         self.threshold = args.graph_threshold
         self.adjacency = None
 
     def fit(self, train_rows):
         self.adjacency = correlation_adjacency(train_rows, self.threshold)
 
-    def make_batch(self, x, labels):
+    def make_batch(self, x, labels, mask=None):
         return GraphBatch(x, labels, self.adjacency)
 
     def describe(self):
@@ -90,8 +92,9 @@ class WindowDataset(Dataset):
     """Windows of one split. Indexed with an array of window indices, it returns a whole
     batch object at once (one gather instead of a Python loop per sample)."""
 
-    def __init__(self, values: torch.Tensor, starts: np.ndarray, labels: np.ndarray, length: int, fmt):
+    def __init__(self, values: torch.Tensor, starts: np.ndarray, labels: np.ndarray, length: int, fmt, valid=None):
         self.values, self.starts, self.labels, self.fmt = values, starts, labels, fmt
+        self.valid = valid  # [rows] bool: False on padding (unequal-length series), or None
         self.offsets = torch.arange(length)
 
     def __len__(self) -> int:
@@ -100,7 +103,8 @@ class WindowDataset(Dataset):
     def __getitem__(self, index):
         index = np.atleast_1d(np.asarray(index))
         rows = torch.as_tensor(self.starts[index])[:, None] + self.offsets
-        return self.fmt.make_batch(self.values[rows], torch.as_tensor(self.labels[index], dtype=torch.long))
+        mask = None if self.valid is None else self.valid[rows]
+        return self.fmt.make_batch(self.values[rows], torch.as_tensor(self.labels[index], dtype=torch.long), mask)
 
 
 @dataclass
@@ -150,7 +154,45 @@ def check_coverage(split: dict, class_names: list[str], args) -> None:
             )
 
 
+def build_uea(args) -> DataBundle:
+    """Ready-cut UEA samples: the TEST file tests, a stratified 20 % of TRAIN validates."""
+    train_set, test_set = load_uea(args.root_path, args.data_path)
+    names = class_order(train_set.labels + test_set.labels)
+    lookup = {name: i for i, name in enumerate(names)}
+    length = max(len(s) for s in train_set.series + test_set.series)
+    fmt = FORMATS[args.data](args, length)
+    x_all, m_all = stack(train_set.series, length, resample=not fmt.pads)
+    x_test, m_test = stack(test_set.series, length, resample=not fmt.pads)
+    y_all = np.array([lookup[label] for label in train_set.labels])
+    y_test = np.array([lookup[label] for label in test_set.labels])
+    val = stratified_holdout(y_all, 0.2, args.seed)
+    train = np.setdiff1d(np.arange(len(y_all)), val)
+    parts = {"train": (x_all[train], m_all[train], y_all[train]), "val": (x_all[val], m_all[val], y_all[val]),
+             "test": (x_test, m_test, y_test)}  # fmt: skip
+    if not len(val):
+        raise UserError(f"{train_set.path}: too few samples per class to hold out a validation set")
+    scaler = SCALERS[fmt.scaler]().fit(parts["train"][0][parts["train"][1]])
+    fmt.fit(scaler.transform(parts["train"][0][parts["train"][1]]))
+    dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    x = np.concatenate([p[0] for p in parts.values()])
+    m = np.concatenate([p[1] for p in parts.values()])
+    values = torch.as_tensor(np.where(m[..., None], scaler.transform(x), 0.0).reshape(-1, x.shape[-1]), dtype=dtype)
+    valid = None if m.all() else torch.as_tensor(m.reshape(-1))
+    datasets, offset = {}, 0
+    for name, (*_, ys) in parts.items():
+        starts = (offset + np.arange(len(ys))) * length
+        datasets[name] = WindowDataset(values, starts, ys, length, fmt, valid)
+        offset += len(ys)
+    channels = [f"dim_{d}" for d in range(train_set.dims)]
+    lengths = {len(s) for s in train_set.series + test_set.series}
+    unequal = "" if len(lengths) == 1 else ", unequal lengths " + ("padded and masked" if fmt.pads else "resampled")
+    source = f"UEA {args.data_path} ({train_set.path.name} + {test_set.path.name}, length {length}{unequal})"
+    return DataBundle(**datasets, class_names=names, channels=channels, fmt=fmt, source=source, seq_len=length)
+
+
 def build_data(args) -> DataBundle:
+    if args.data_path and is_uea(args.root_path, args.data_path):
+        return build_uea(args)
     table = load_table(args)
     for note in table.notes:
         print(f"note: {note}", flush=True)
@@ -164,7 +206,7 @@ def build_data(args) -> DataBundle:
     split = split_windows(args, segments)
     check_coverage(split, table.class_names, args)
 
-    fmt = FORMATS[args.data](args)
+    fmt = FORMATS[args.data](args, args.step)
     train_rows = table.values[split["train"].rows(args.step)]
     scaler = SCALERS[fmt.scaler]().fit(train_rows)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32

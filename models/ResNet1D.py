@@ -1,7 +1,8 @@
 """1-D ResNet for multivariate windows (Wang, Yan and Oates, 2017), with a ``--norm`` choice.
 
 Three residual blocks of three convolutions (kernels 7, 5, 3), widths d, 2d, 2d with
-d = ``--d_model``, global average pooling over time, then an MLP classifier.
+d = ``--d_model``, global average pooling over time (over the real steps only when a padding
+mask is given), then an MLP classifier.
 """
 
 from __future__ import annotations
@@ -36,5 +37,9 @@ class Model(nn.Module):
         )
         self.head = classifier_head(2 * d, 2 * d, dims.classes, args.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(x.transpose(1, 2)).mean(-1))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.blocks(x.transpose(1, 2))  # [B, 2d, T]
+        if mask is None:
+            return self.head(features.mean(-1))
+        weights = mask.to(features.dtype).unsqueeze(1)  # average over real steps only, not padding
+        return self.head((features * weights).sum(-1) / weights.sum(-1).clamp(min=1))

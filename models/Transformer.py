@@ -2,7 +2,8 @@
 
 The window [B, T, C] is cut into patches of ``--patch_len`` samples; each patch of all
 sensors becomes one token of width ``--d_model``. Pre-norm encoder blocks (``--e_layers``,
-``--n_heads``) with a ``--norm`` choice, mean pooling over tokens, MLP classifier.
+``--n_heads``) with a ``--norm`` choice, mean pooling over tokens, MLP classifier. With a
+padding mask (unequal-length series), padded tokens are ignored by attention and pooling.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ class EncoderBlock(nn.Module):
         self.feed_forward = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * d, d))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
         h = self.norm1(x)
-        x = x + self.dropout(self.attention(h, h, h, need_weights=False)[0])
+        x = x + self.dropout(self.attention(h, h, h, key_padding_mask=padding, need_weights=False)[0])
         return x + self.dropout(self.feed_forward(self.norm2(x)))
 
 
@@ -36,13 +37,23 @@ class Model(nn.Module):
         d = args.d_model
         self.embed = nn.Linear(self.patch * dims.channels, d)
         self.position = nn.Parameter(torch.zeros(1, tokens, d))
-        self.blocks = nn.Sequential(*[EncoderBlock(d, args.n_heads, args.dropout, args.norm) for _ in range(args.e_layers)])
+        self.blocks = nn.ModuleList(EncoderBlock(d, args.n_heads, args.dropout, args.norm) for _ in range(args.e_layers))
         self.norm = FeatureNorm(args.norm, d)
         self.head = classifier_head(d, 2 * d, dims.classes, args.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, c = x.shape
         if self.pad:
             x = torch.nn.functional.pad(x, (0, 0, 0, self.pad))
         tokens = self.embed(x.reshape(b, -1, self.patch * c)) + self.position
-        return self.head(self.norm(self.blocks(tokens)).mean(1))
+        padding = None
+        if mask is not None:  # a token is padding when none of its steps is real
+            real = torch.nn.functional.pad(mask, (0, self.pad)).reshape(b, -1, self.patch).any(-1)
+            padding = ~real
+        for block in self.blocks:
+            tokens = block(tokens, padding)
+        tokens = self.norm(tokens)
+        if padding is None:
+            return self.head(tokens.mean(1))
+        weights = (~padding).to(tokens.dtype).unsqueeze(-1)
+        return self.head((tokens * weights).sum(1) / weights.sum(1).clamp(min=1))
