@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         choices=list(MODELS),
         default=None,
-        help="model; default: the --data format's default " + ", ".join(f"{d} -> {m}" for d, m in DEFAULT_MODEL.items()),
+        help="model; default: the --data format's default ("
+        + ", ".join(f"{d} -> {m}" for d, m in DEFAULT_MODEL.items())
+        + "); with neither flag, DualGAFNet on the built-in simulator and ResNet1D on your own data",
     )
     g.add_argument("--des", default="Exp", help="free description, part of the run name")
     g.add_argument("--itr", type=positive_int(1000), default=1, help="repeat the experiment this many times, with seeds seed, seed+1, ...")
@@ -111,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         choices=("Classification", "DualGAF", "GNN"),
         default=None,
-        help="batch format: plain windows, dual GASF+GADF images, or a sensor graph; default: the --model's format (DualGAF)",
+        help="batch format: plain windows, dual GASF+GADF images, or a sensor graph; default: the --model's format",
     )
     g.add_argument("--root_path", default=".", help="folder of --data_path")
     g.add_argument("--data_path", default=None, help="CSV file under --root_path; without it the built-in AHU simulator is used")
@@ -189,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="normalisation inside models; 'batch' breaks exact accumulation (per-micro-batch statistics)",
     )
     g.add_argument("--fusion", choices=("gated", "concat", "add"), default="gated", help="DualGAFNet: GASF/GADF fusion per sensor")
+    g.add_argument("--window_stats", action="store_true", help="ResNet1D: add a branch on each window's per-sensor statistics")
 
     g = p.add_argument_group("training")
     g.add_argument("--train_epochs", type=positive_int(100_000), default=30, help="maximum epochs")
@@ -214,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative_int(100_000),
         default=8,
         help="early stopping: epochs without validation-loss improvement (0: off)",
+    )
+    g.add_argument(
+        "--monitor",
+        choices=("loss", "macro_f1"),
+        default="loss",
+        help="validation measure for early stopping and best.pt (ReduceLROnPlateau always follows the loss)",
     )
     g.add_argument(
         "--max_grad_norm",
@@ -255,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--class_weights",
         choices=("auto", "none", "balanced"),
         default="auto",
-        help="auto: the preset's choice; balanced: n/(K*n_c) from training labels",
+        help="balanced: n/(K*n_c) from training labels; auto: balanced when the preset asks for it or the training "
+        "classes are imbalanced (largest > 1.5 x smallest), else none",
     )
 
     g = p.add_argument_group("output")
@@ -287,8 +297,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Cross-flag checks and defaults that depend on other flags."""
     from models import DEFAULT_MODEL, model_format
 
-    if args.model is None:
-        args.model = DEFAULT_MODEL[args.data or "DualGAF"]
+    if args.model is None:  # own data: the model that did best on real AHU logs (benchmarks/README.md)
+        args.model = DEFAULT_MODEL[args.data or ("Classification" if args.data_path else "DualGAF")]
     if args.data is None:
         args.data = model_format(args.model)
     if model_format(args.model) != args.data:

@@ -44,7 +44,8 @@ RESUME_MUST_MATCH = (
     "sim_days", "sim_seed", "batch_size", "seed", "train_epochs", "loss_preset", "class_weights", "optimizer",
     "learning_rate", "weight_decay", "lr_scheduler", "lr_factor", "lr_patience", "warmup_steps", "min_lr", "patience",
     "max_grad_norm", "use_amp", "amp_dtype", "dtype", "d_model", "n_heads", "e_layers", "patch_len", "dropout", "norm",
-    "fusion", "gaf_size", "graph_threshold", "cross_epoch_accumulation",
+    "fusion", "gaf_size", "graph_threshold", "cross_epoch_accumulation", "monitor", "scale", "window_stats", "split", "missing",
+    "fault_inventory",
 )  # fmt: skip
 # What a resumable checkpoint must hold (older or foreign files are refused by name).
 RESUME_KEYS = (
@@ -249,7 +250,8 @@ class Exp:
         a, epoch = self.args, self.epoch
         self.train_epoch(epoch)
         val = self.vali(self.val_loader)
-        improved = self.early_stopping.step(val["loss"], epoch)
+        # Lower is better for early stopping and best.pt: the loss, or minus the macro-F1.
+        improved = self.early_stopping.step(val["loss"] if a.monitor == "loss" else -val["macro_f1"], epoch)
         if self.scheduler is not None and not self.scheduler_per_update:
             self.scheduler.step(val["loss"])
         stopping_early = self.early_stopping.should_stop and epoch + 1 < a.train_epochs
@@ -467,7 +469,8 @@ class Exp:
             "discarded_windows": self.bad_windows,
             "epochs_run": len(self.history),
             "best_epoch": self.early_stopping.best_epoch + 1,
-            "best_val_loss": self.early_stopping.best,
+            "monitor": a.monitor,
+            "best_val": abs(self.early_stopping.best),  # validation loss, or macro-F1, of the best epoch
             "wall_time_s": self.train_seconds,
             "seed": a.seed,
             "loss_preset": a.loss_preset,
@@ -615,5 +618,5 @@ class Exp:
 
 SUMMARY_COLUMNS = (
     "run", "model", "data", "batch_size", "accumulation_steps", "effective_batch_size", "learning_rate",
-    "loss_preset", "seed", "epochs_run", "optimizer_updates", "best_val_loss", "test_accuracy", "test_macro_f1", "wall_time_s",
+    "loss_preset", "seed", "epochs_run", "optimizer_updates", "monitor", "best_val", "test_accuracy", "test_macro_f1", "wall_time_s",
 )  # fmt: skip

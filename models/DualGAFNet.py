@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from models.layers import FeatureNorm, classifier_head, conv_norm
+from models.layers import FeatureNorm, classifier_head, conv_norm, window_statistics
 
 
 class SignalEncoder(nn.Module):
@@ -54,12 +54,6 @@ class Fusion(nn.Module):
             return self.proj(both)
         gate = torch.sigmoid(self.gate(both))
         return gate * summation + (1 - gate) * difference
-
-
-def window_statistics(x: torch.Tensor) -> torch.Tensor:
-    """Per-sensor level and shape of the raw window [B, T, C] -> [B, C, 5]:
-    mean, std, min, max and last minus first."""
-    return torch.stack([x.mean(1), x.std(1, unbiased=False), x.amin(1), x.amax(1), x[:, -1] - x[:, 0]], dim=-1)
 
 
 class Model(nn.Module):

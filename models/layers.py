@@ -50,3 +50,9 @@ class FeatureNorm(nn.Module):
 
 def classifier_head(in_features: int, hidden: int, classes: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, classes))
+
+
+def window_statistics(x: torch.Tensor) -> torch.Tensor:
+    """Per-sensor level and shape of a window [B, T, C] -> [B, C, 5]: mean, std, min, max and
+    last minus first (what a random forest on window statistics sees)."""
+    return torch.stack([x.mean(1), x.std(1, unbiased=False), x.amin(1), x.amax(1), x[:, -1] - x[:, 0]], dim=-1)

