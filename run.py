@@ -1,8 +1,9 @@
 """Train, validate and test an HVAC fault classifier on multivariate sensor windows.
 
 Argument parsing and validation only: the work is done by ``exp.exp.Exp``.
-Exit codes: 0 success, 2 bad arguments or data (one-line message), 3 training aborted (the
-loss stayed non-finite), 130 after Ctrl-C / 143 after SIGTERM (a resumable checkpoint is written).
+Exit codes: 0 success, 1 an output file could not be written (disk full, permission lost),
+2 bad arguments or data (one-line message), 3 training aborted (the loss stayed non-finite),
+130 after Ctrl-C / 143 after SIGTERM (a resumable checkpoint is written).
 """
 
 from __future__ import annotations
@@ -107,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=non_negative_int(2**31 - 1), default=2021, help="seed for weights, sample order and dropout")
     g.add_argument("--device", type=device_name, default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N or mps")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="float64 is for verification runs")
+    g.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="use PyTorch's deterministic algorithms; an op that has none is reported once as a warning",
+    )
 
     g = p.add_argument_group("data")
     g.add_argument(
@@ -245,12 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--gradient_accumulation_steps",
         type=positive_int(100_000),
         default=None,
-        help="micro-batches per optimizer update (default 1; with auto, an explicit value > 1 wins)",
+        help="micro-batches per optimizer update (default 1; not together with --enable_auto_gradient_accumulation)",
     )
     g.add_argument(
         "--enable_auto_gradient_accumulation",
         action="store_true",
-        help="choose the steps from --batch_size: < 4 -> 4 steps, 4..7 -> 2, >= 8 -> 1",
+        help="choose the steps from --batch_size: < 4 -> 4 steps, 4..7 -> 2, >= 8 -> 1 (not with --gradient_accumulation_steps)",
     )
     g.add_argument(
         "--cross_epoch_accumulation",
@@ -317,6 +323,11 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"argument --min_lr: {args.min_lr:g} is above --learning_rate {args.learning_rate:g}")
     if args.resume is not None and not args.is_training:
         parser.error("argument --resume: resumes training, so it needs --is_training 1")
+    if args.enable_auto_gradient_accumulation and args.gradient_accumulation_steps is not None:
+        parser.error(
+            "argument --enable_auto_gradient_accumulation: chooses the steps from --batch_size itself; "
+            f"drop it or --gradient_accumulation_steps {args.gradient_accumulation_steps}"
+        )
     if args.resume not in (None, "auto") and args.itr > 1:
         parser.error("argument --resume: a checkpoint path resumes one run; use --resume auto with --itr")
     if args.export_data is not None and not args.export_data.strip():
@@ -343,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from exp.exp import TrainingAborted
-    from utils.errors import UserError
+    from utils.errors import OutputError, UserError
     from utils.signals import Interrupted
 
     try:
@@ -351,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"run.py: error: {exc}", file=sys.stderr)
         return 2
-    except (Interrupted, TrainingAborted) as exc:
+    except (Interrupted, TrainingAborted, OutputError) as exc:
         print(f"run.py: {exc}", file=sys.stderr)
         return exc.exit_code
     except (MemoryError, torch.OutOfMemoryError) as exc:
@@ -373,12 +384,14 @@ def _run(args: argparse.Namespace) -> int:
     from data_provider.sources import export_simulated_csv
     from exp.accumulation import resolve_steps
     from exp.exp import Exp
-    from utils.seed import seed_everything
+    from utils.seed import make_deterministic, seed_everything
 
     if args.export_data:
         rows = export_simulated_csv(args, args.export_data)
         print(f"Wrote {rows} rows of simulated AHU data to {args.export_data}")
         return 0
+    if args.deterministic:
+        make_deterministic()
     steps, _ = resolve_steps(args.batch_size, args.gradient_accumulation_steps, args.enable_auto_gradient_accumulation)
     data = build_data(args)  # the same windows for every repetition
     for ii in range(args.itr):

@@ -107,13 +107,13 @@ def classify_cells(cells: pd.Series) -> tuple[pd.Series, dict[str, int], int]:
 
 def apply_inventory(truth: pd.Series, times: np.ndarray | None, inventory: Path, path: Path, label_col: str) -> tuple[list[str], list[str]]:
     """Binary ground truth + fault inventory -> a class name per row, and notes."""
+    table = read_strings(inventory, "--fault_inventory")
     if times is None:
         raise UserError(f"--fault_inventory: {path} needs a time column to join the inventory by date (--time_col)")
     flags = pd.to_numeric(truth, errors="coerce")
     bad = np.flatnonzero(flags.isna().to_numpy())
     if len(bad):
         raise UserError(f"{path}: column '{label_col}' line {line_of(bad[0])}: {truth.iloc[bad[0]]!r} is not a 0/1 ground truth")
-    table = read_strings(inventory, "--fault_inventory")
     lower = {c.lower(): c for c in table.columns}
     type_col = next((lower[c] for c in lower if "type" in c), None)
     level_col = next((lower[c] for c in lower if "intensity" in c or "severity" in c), None)

@@ -190,6 +190,15 @@ def build_uea(args) -> DataBundle:
     return DataBundle(**datasets, class_names=names, channels=channels, fmt=fmt, source=source, seq_len=length)
 
 
+def check_channels(train_rows: np.ndarray, channels: list[str], source: str) -> None:
+    """Every sensor constant over the training rows leaves nothing to learn; one is just noted."""
+    constant = [name for name, spread in zip(channels, np.ptp(train_rows, axis=0)) if spread == 0]
+    if len(constant) == len(channels):
+        raise UserError(f"{source}: every sensor column is constant over the training rows ({', '.join(channels)})")
+    if constant:
+        print(f"note: constant over the training rows (carry no information): {', '.join(constant)}", flush=True)
+
+
 def build_data(args) -> DataBundle:
     if args.data_path and is_uea(args.root_path, args.data_path):
         return build_uea(args)
@@ -208,6 +217,7 @@ def build_data(args) -> DataBundle:
 
     fmt = FORMATS[args.data](args, args.step)
     train_rows = table.values[split["train"].rows(args.step)]
+    check_channels(train_rows, table.channels, table.source)
     scaler = SCALERS[fmt.scaler]().fit(train_rows)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
     fmt.fit(scaler.transform(train_rows))
@@ -232,7 +242,7 @@ def make_loader(
         sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,
-        persistent_workers=num_workers > 0,
+        persistent_workers=False,  # workers end with each pass: none outlive a run or leak across --itr
         generator=generator,  # worker seeds come from here, never from the global RNG
         worker_init_fn=ignore_stop_signals if num_workers > 0 else None,
     )

@@ -37,10 +37,8 @@ def auto_steps(batch_size: int) -> int:
 
 
 def resolve_steps(batch_size: int, requested: int | None, auto: bool) -> tuple[int, str]:
-    """Accumulation steps and how they were chosen; an explicit value > 1 wins over auto."""
-    if requested is not None and requested > 1:
-        return requested, "manual"
-    if auto:
+    """Accumulation steps and how they were chosen (run.py refuses auto with explicit steps)."""
+    if auto and requested is None:
         return auto_steps(batch_size), "auto"
     return requested or 1, "manual"
 

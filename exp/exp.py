@@ -30,7 +30,7 @@ from utils.early_stopping import EarlyStopping
 from utils.errors import UserError
 from utils.losses import build_loss, fault_family
 from utils.metrics import classification_report
-from utils.outputs import append_summary, ensure_dir, write_history, write_json
+from utils.outputs import append_summary, ensure_dir, write_history, write_json, writing
 from utils.progress import EpochProgress
 from utils.rng import capture_rng, restore_rng
 from utils.schedulers import build_scheduler
@@ -236,7 +236,8 @@ class Exp:
         from utils.plots import plot_training_curves
 
         if self.history:
-            plot_training_curves(self.history, self.results_dir / "training_curves.png")
+            with writing(self.results_dir / "training_curves.png"):
+                plot_training_curves(self.history, self.results_dir / "training_curves.png")
         return {"epochs": len(self.history), "updates": self.updates, "seconds": self.train_seconds}
 
     def _elapsed(self) -> float:
@@ -480,10 +481,11 @@ class Exp:
         np.savetxt(results_dir / "predictions.csv", np.stack([y_true, y_pred], 1), fmt="%d", delimiter=",", header="true,pred", comments="")
         from utils.plots import plot_confusion_matrix
 
-        plot_confusion_matrix(
-            report["confusion_matrix"], names, results_dir / "confusion_matrix.png",
-            f"{a.model} on {a.data}: accuracy {report['accuracy']:.2%}, macro-F1 {report['macro_f1']:.3f}",
-        )  # fmt: skip
+        with writing(results_dir / "confusion_matrix.png"):
+            plot_confusion_matrix(
+                report["confusion_matrix"], names, results_dir / "confusion_matrix.png",
+                f"{a.model} on {a.data}: accuracy {report['accuracy']:.2%}, macro-F1 {report['macro_f1']:.3f}",
+            )  # fmt: skip
         append_summary(Path(a.results) / "summary.csv", {k: metrics[k] for k in SUMMARY_COLUMNS})
         print(
             f"Test: accuracy {report['accuracy']:.2%} | macro-F1 {report['macro_f1']:.4f} | loss {report['loss']:.4f}"
@@ -504,6 +506,10 @@ class Exp:
 
     def _save(self, path: Path) -> None:
         grads = [None if p.grad is None else p.grad.detach().clone() for p in self.model.parameters()]
+        with writing(path):
+            self._write_checkpoint(path, grads)
+
+    def _write_checkpoint(self, path: Path, grads: list) -> None:
         atomic_save(
             {
                 "model": self.model.state_dict(),

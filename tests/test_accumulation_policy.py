@@ -114,8 +114,7 @@ def test_auto_rule(batch_size, expected):
     assert resolve_steps(batch_size, None, auto=True) == (expected, "auto")
 
 
-def test_explicit_steps_win_over_auto_and_default_is_one():
-    assert resolve_steps(2, 3, auto=True) == (3, "manual")
+def test_default_is_one_step_and_explicit_steps_are_manual():
     assert resolve_steps(2, None, auto=False) == (1, "manual")
     assert resolve_steps(16, 4, auto=False) == (4, "manual")
 

@@ -63,7 +63,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"checkpoint {path} was refused by the safe loader: {what}, so it was not written by this runner "
             "or was altered; nothing from it was run"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # torch's readers fail in many ways on a damaged or foreign file
         raise UserError(f"checkpoint {path} is not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"checkpoint {path} is not a checkpoint of this runner (no 'model' entry)")

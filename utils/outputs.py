@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 from pathlib import Path
 
 from utils.checkpoint import atomic_write
-from utils.errors import UserError
+from utils.errors import OutputError, UserError
 
 HISTORY_COLUMNS = (
     "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr",
@@ -29,8 +30,18 @@ def ensure_dir(path: Path, flag: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def writing(path: Path):
+    """Turn a failed write (disk full, permission lost) into an OutputError naming the file."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(path, exc) from None
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda handle: handle.write(text.encode()))
+    with writing(path):
+        atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -56,7 +67,7 @@ def append_summary(path: Path, row: dict) -> None:
         with open(path, newline="") as handle:
             header = next(csv.reader(handle), None)
         fieldnames = header or fieldnames
-    with open(path, "a", newline="") as handle:
+    with writing(path), open(path, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fieldnames, extrasaction="ignore")
         if new:
             writer.writeheader()

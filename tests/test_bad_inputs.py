@@ -1,0 +1,208 @@
+"""Battery of bad inputs: each exits with code 2 and one line naming the culprit, prints no
+traceback, and leaves the output folders exactly as they were."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from run import main
+from tests.conftest import TINY
+
+GOOD_CSV = "Datetime,a,b,label\n" + "".join(
+    f"2024-01-01 {i // 60:02d}:{i % 60:02d},{i % 7},{(i * 3) % 11},{'x' if i < 60 else 'y'}\n" for i in range(120)
+)
+
+
+def csv_file(name: str, text: str):
+    def make(tmp: Path) -> list[str]:
+        (tmp / name).write_text(text)
+        return ["--root_path", str(tmp), "--data_path", name, "--step", "8", "--stride", "4", "--split_block", "1"]
+
+    return make
+
+
+def ts_files(train: str, test: str):
+    def make(tmp: Path) -> list[str]:
+        (tmp / "U_TRAIN.ts").write_text(train)
+        (tmp / "U_TEST.ts").write_text(test)
+        return ["--root_path", str(tmp), "--data_path", "U"]
+
+    return make
+
+
+def checkpoint(kind: str):
+    """A file passed to --resume or used by --is_training 0."""
+
+    def make(tmp: Path) -> list[str]:
+        path = tmp / "given.pt"
+        if kind == "truncated":
+            path.write_bytes(CHECKPOINT.read_bytes()[:2000])
+        elif kind == "text":
+            path.write_text("this is not a checkpoint\n")
+        elif kind == "tensor":
+            torch.save(torch.ones(3), path)
+        return ["--resume", str(path)]
+
+    return make
+
+
+def other_model_checkpoint(tmp: Path) -> list[str]:
+    run = f"ahu_GNN_GNN_sl32_bs32_ga1_lr0.002_hvac_similar_optimized_seed2021_Exp_0"  # noqa: F541
+    folder = tmp / "out" / "checkpoints" / run.replace("GNN_GNN", "ResNet1D_Classification")
+    folder.mkdir(parents=True)
+    shutil.copy(CHECKPOINT, folder / "best.pt")  # a GNN checkpoint where a ResNet1D one should be
+    return ["--is_training", "0", "--model", "ResNet1D"]
+
+
+def other_classes_checkpoint(tmp: Path) -> list[str]:
+    (tmp / "two.csv").write_text(GOOD_CSV)
+    run = "two_GNN_GNN_sl8_bs32_ga1_lr0.002_hvac_similar_optimized_seed2021_Exp_0"
+    folder = tmp / "out" / "checkpoints" / run
+    folder.mkdir(parents=True)
+    shutil.copy(CHECKPOINT, folder / "best.pt")  # trained on the 8 simulator classes
+    return ["--is_training", "0", "--model", "GNN", "--root_path", str(tmp), "--data_path", "two.csv", "--step", "8",
+            "--stride", "4", "--split_block", "1"]  # fmt: skip
+
+
+def output_is_a_file(flag: str):
+    def make(tmp: Path) -> list[str]:
+        (tmp / "plain_file").write_text("x")
+        return [flag, str(tmp / "plain_file")]
+
+    return make
+
+
+CASES = {
+    # numeric flags out of range: zero, negative, NaN, infinite, absurdly large, not a number
+    "batch_size zero": (["--batch_size", "0"], "--batch_size"),
+    "batch_size negative": (["--batch_size", "-4"], "--batch_size"),
+    "batch_size huge": (["--batch_size", "10000000000"], "--batch_size"),
+    "batch_size text": (["--batch_size", "many"], "--batch_size"),
+    "steps zero": (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps"),
+    "steps huge": (["--gradient_accumulation_steps", "99999999999"], "--gradient_accumulation_steps"),
+    "lr zero": (["--learning_rate", "0"], "--learning_rate"),
+    "lr negative": (["--learning_rate", "-1e-3"], "--learning_rate"),
+    "lr nan": (["--learning_rate", "nan"], "--learning_rate"),
+    "lr huge": (["--learning_rate", "1e9"], "--learning_rate"),
+    "epochs zero": (["--train_epochs", "0"], "--train_epochs"),
+    "step one": (["--step", "1"], "--step"),
+    "stride zero": (["--stride", "0"], "--stride"),
+    "dropout above one": (["--dropout", "1.5"], "--dropout"),
+    "dropout negative": (["--dropout", "-0.1"], "--dropout"),
+    "weight decay nan": (["--weight_decay", "nan"], "--weight_decay"),
+    "clip negative": (["--max_grad_norm", "-1"], "--max_grad_norm"),
+    "clip infinite": (["--max_grad_norm", "inf"], "--max_grad_norm"),
+    "patience negative": (["--patience", "-1"], "--patience"),
+    "itr zero": (["--itr", "0"], "--itr"),
+    "d_model tiny": (["--d_model", "4"], "--d_model"),
+    "heads zero": (["--n_heads", "0"], "--n_heads"),
+    "gaf size one": (["--gaf_size", "1"], "--gaf_size"),
+    "graph threshold above one": (["--graph_threshold", "2"], "--graph_threshold"),
+    "seed negative": (["--seed", "-5"], "--seed"),
+    "sim days zero": (["--sim_days", "0"], "--sim_days"),
+    "workers negative": (["--num_workers", "-1"], "--num_workers"),
+    "lr factor one": (["--lr_factor", "1.5"], "--lr_factor"),
+    "split block zero": (["--split_block", "0"], "--split_block"),
+    "bad windows zero": (["--max_bad_windows", "0"], "--max_bad_windows"),
+    # conflicting flags
+    "auto with explicit steps": (
+        ["--enable_auto_gradient_accumulation", "--gradient_accumulation_steps", "2"], "--enable_auto_gradient_accumulation"
+    ),
+    "model for another format": (["--model", "ResNet1D", "--data", "GNN"], "--model"),
+    "heads do not divide width": (["--d_model", "30", "--n_heads", "4"], "--n_heads"),
+    "min lr above lr": (["--lr_scheduler", "cosine", "--min_lr", "1"], "--min_lr"),
+    "resume without training": (["--is_training", "0", "--resume", "auto"], "--resume"),
+    "testing with no checkpoint": (["--is_training", "0"], "--is_training 0"),
+    "inventory without data": (["--fault_inventory", "f.csv"], "--fault_inventory"),
+    # unknown choices
+    "unknown model": (["--model", "LSTM"], "--model"),
+    "unknown data": (["--data", "Images"], "--data"),
+    "unknown loss": (["--loss_preset", "mse"], "--loss_preset"),
+    "unknown optimizer": (["--optimizer", "adam"], "--optimizer"),
+    "unknown norm": (["--norm", "instance"], "--norm"),
+    "unknown device": (["--device", "tpu"], "--device"),
+    "model id with a slash": (["--model_id", "../x"], "--model_id"),
+    # paths
+    "data file missing": (lambda t: ["--root_path", str(t), "--data_path", "nope.csv"], "nope.csv"),
+    "data file is a folder": (lambda t: (t / "dir.csv").mkdir() or ["--root_path", str(t), "--data_path", "dir.csv"], "dir.csv"),
+    "inventory missing": (lambda t: csv_file("g.csv", GOOD_CSV)(t) + ["--fault_inventory", "none.csv"], "none.csv"),
+    "checkpoints is a file": (output_is_a_file("--checkpoints"), "--checkpoints"),
+    "results is a file": (output_is_a_file("--results"), "--results"),
+    "output under a file": (lambda t: output_is_a_file("--results")(t)[:1] + [str(t / "plain_file" / "sub")], "--results"),
+    # CSV content
+    "empty csv": (csv_file("e.csv", ""), "e.csv"),
+    "header only": (csv_file("h.csv", "Datetime,a,label\n"), "h.csv"),
+    "one row": (csv_file("o.csv", "Datetime,a,label\n2024-01-01 00:00,1,x\n"), "o.csv"),
+    "text columns only": (csv_file("t.csv", "Datetime,a,label\n2024-01-01 00:00,abc,x\n2024-01-01 00:01,def,y\n"), "no numeric sensor"),
+    "one class": (csv_file("c.csv", GOOD_CSV.replace(",y\n", ",x\n")), "one class only"),
+    "all-NaN channel": (csv_file("n.csv", "Datetime,a,c,label\n" + "".join(
+        f"2024-01-01 {i // 60:02d}:{i % 60:02d},{i % 7},{'' if i % 2 else '#N/A'},{'x' if i < 60 else 'y'}\n" for i in range(120))),
+        "column 'c' has no numeric value"),
+    "constant channels": (csv_file("k.csv", "Datetime,a,b,label\n" + "".join(
+        f"2024-01-01 {i // 60:02d}:{i % 60:02d},1,2,{'x' if i < 60 else 'y'}\n" for i in range(120))), "every sensor column is constant"),
+    "window longer than the data": (lambda t: csv_file("w.csv", GOOD_CSV)(t) + ["--step", "500"], "--step 500"),
+    "label column missing": (lambda t: csv_file("l.csv", GOOD_CSV)(t) + ["--label_col", "fault"], "--label_col"),
+    # UEA
+    "ts dimensions differ": (ts_files("@data\n1,2:3,4:a\n1,2:3,4:b\n", "@data\n1,2:a\n"), "U_TEST.ts"),
+    "ts bad value": (ts_files("@data\n1,x:3,4:a\n", "@data\n1,2:3,4:a\n"), "U_TRAIN.ts line 2"),
+    # checkpoints
+    "resume truncated": (checkpoint("truncated"), "given.pt"),
+    "resume not a checkpoint": (checkpoint("text"), "given.pt"),
+    "resume plain tensor": (checkpoint("tensor"), "given.pt"),
+    "checkpoint of another model": (other_model_checkpoint, "holds a GNN model"),
+    "checkpoint with other classes": (other_classes_checkpoint, "other classes"),
+}  # fmt: skip
+
+CHECKPOINT: Path = Path()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def trained_checkpoint(tmp_path_factory):
+    """One real checkpoint (a GNN on the simulator) for the checkpoint cases."""
+    global CHECKPOINT
+    folder = tmp_path_factory.mktemp("trained")
+    flags = [*TINY, "--data", "GNN", "--train_epochs", "1", "--checkpoints", str(folder / "c"), "--results", str(folder / "r")]
+    assert main(flags) == 0
+    CHECKPOINT = next((folder / "c").rglob("best.pt"))
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+
+
+def call(flags: list[str]) -> int:
+    try:
+        return main(flags)
+    except SystemExit as stop:  # argparse stops the process itself
+        return stop.code
+
+
+def test_the_battery_is_large_enough():
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_exits_2_with_one_line_and_touches_no_output(tmp_path, capsys, name):
+    make, culprit = CASES[name]
+    out = tmp_path / "out"
+    (out / "results").mkdir(parents=True)
+    (out / "results" / "summary.csv").write_text("run,test_macro_f1\nearlier,0.9\n")
+    (out / "checkpoints" / "earlier").mkdir(parents=True)
+    (out / "checkpoints" / "earlier" / "last.pt").write_bytes(b"an earlier run's checkpoint")
+    extra = make(tmp_path) if callable(make) else list(make)
+    outputs = ["--checkpoints", str(out / "checkpoints"), "--results", str(out / "results")]
+    before = snapshot(out)
+    code = call([*TINY, *outputs, *extra])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and culprit in lines[0], err
+    assert "Traceback" not in err
+    assert snapshot(out) == before  # nothing overwritten, nothing half-written
+    os.chmod(tmp_path, 0o755)
