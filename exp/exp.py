@@ -305,13 +305,10 @@ class Exp:
         a = self.args
         if epoch != self.epoch:  # a new epoch (train() moves on itself; direct callers may not)
             self.epoch, self.meter, self._epoch_clock = epoch, EpochMeter(self.device), None
-        if (self.policy.epoch, self.policy.batch) != (epoch, self.meter.micro_batches) and self.meter.micro_batches < (
-            batches := self.train_loader.sampler.batches_per_epoch
-        ):
-            raise RuntimeError(
-                f"accumulation policy at epoch {self.policy.epoch} micro-batch {self.policy.batch}, loop at epoch {epoch} "
-                f"micro-batch {self.meter.micro_batches} of {batches}"
-            )
+        done, batches = self.meter.micro_batches, self.train_loader.sampler.batches_per_epoch
+        expected = (epoch, done) if done < batches else (epoch + 1, 0)  # the policy is at the next micro-batch
+        if (self.policy.epoch, self.policy.batch) != expected:  # a bug, never a user mistake
+            raise RuntimeError(f"accumulation policy at {(self.policy.epoch, self.policy.batch)}, loop expects {expected}")
         self.model.train()
         self.criterion.set_epoch(epoch, a.train_epochs)
         sampler = self.train_loader.sampler

@@ -214,11 +214,19 @@ def test_no_file_handles_or_worker_processes_leak_with_workers(tmp_path):
 
 
 # ---------------------------------------------------------------------------- reproducible
+@pytest.fixture
+def restore_determinism():
+    yield
+    torch.use_deterministic_algorithms(False)  # --deterministic sets a process-wide switch
+    torch.backends.cudnn.deterministic = False
+
+
 @pytest.mark.parametrize("extra", [(), ("--deterministic",)])
-def test_the_same_seed_gives_bitwise_identical_runs(tmp_path, extra):
+def test_the_same_seed_gives_bitwise_identical_runs(tmp_path, extra, restore_determinism):
     flags = ("--data", "DualGAF", "--train_epochs", "2", "--batch_size", "8", "--gradient_accumulation_steps", "2", *extra)
     for name in ("a", "b"):
         assert run_main(tmp_path / name, *flags) == 0
+    assert torch.are_deterministic_algorithms_enabled() == bool(extra)
     metrics = [json.loads((only(tmp_path / n / "res") / "metrics.json").read_text()) for n in ("a", "b")]
     for m in metrics:
         m.pop("wall_time_s"), m.pop("checkpoint")  # time and folder differ, nothing else may
