@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 
 from data_provider.data_factory import build_data  # noqa: E402
 from exp.exp import Exp  # noqa: E402
+from models.layers import window_statistics  # noqa: E402
 from run import build_parser, validate  # noqa: E402
 from utils.metrics import classification_report  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
@@ -49,17 +50,17 @@ def data_flags(name: str) -> list[str]:
             "--label_col", LABEL, "--step", "96", "--stride", "48", "--split", "blocked", "--progress", "none"]  # fmt: skip
 
 
-def window_statistics(dataset) -> tuple[np.ndarray, np.ndarray]:
-    x = dataset[np.arange(len(dataset))].x.double().numpy()  # [N, T, C]
-    feats = [x.mean(1), x.std(1), x.min(1), x.max(1), x[:, -1] - x[:, 0]]
-    return np.concatenate(feats, axis=1), dataset.labels
+def forest_features(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window statistics of every channel, the same ones the models' statistics branch uses."""
+    x = dataset[np.arange(len(dataset))].x.double()  # [N, T, C]
+    return window_statistics(x).flatten(1).numpy(), dataset.labels
 
 
 def random_forest(data, seed: int) -> dict:
     from sklearn.ensemble import RandomForestClassifier
 
-    x_train, y_train = window_statistics(data.train)
-    x_test, y_test = window_statistics(data.test)
+    x_train, y_train = forest_features(data.train)
+    x_test, y_test = forest_features(data.test)
     forest = RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=-1).fit(x_train, y_train)
     return classification_report(y_test, forest.predict(x_test), data.num_classes)
 

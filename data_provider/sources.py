@@ -15,6 +15,7 @@ import numpy as np
 
 from data_provider import simulator
 from data_provider.csv_source import NORMAL, read_sensor_csv
+from utils.checkpoint import atomic_write
 from utils.errors import UserError
 
 
@@ -79,10 +80,7 @@ def export_simulated_csv(args, path: str) -> int:
     if target.is_dir():
         raise UserError(f"--export_data: {path} is a folder, not a file name")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        frame.to_csv(tmp, index=False, date_format="%Y-%m-%d %H:%M")
-        tmp.replace(target)
+        atomic_write(target, lambda handle: frame.to_csv(handle, index=False, date_format="%Y-%m-%d %H:%M"))
     except OSError as exc:
         raise UserError(f"--export_data: cannot write {path} ({exc.strerror})") from None
     return len(frame)

@@ -58,30 +58,6 @@ class WindowIndex:
         return np.flatnonzero(np.cumsum(edges) > 0)
 
 
-def blocked_split(segments: list[Segment], length: int, stride: int, block_windows: int, pattern=BLOCK_PATTERN) -> dict[str, WindowIndex]:
-    block_rows = length + (block_windows - 1) * stride
-    blocks_seen: dict[int, int] = defaultdict(int)
-    starts: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
-    labels: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
-    for seg in segments:
-        pos = seg.start
-        while seg.end - pos >= length:
-            block_end = min(pos + block_rows, seg.end)
-            split = pattern[blocks_seen[seg.label] % len(pattern)]
-            blocks_seen[seg.label] += 1
-            block_starts = np.arange(pos, block_end - length + 1, stride)
-            starts[split].append(block_starts)
-            labels[split].append(np.full(len(block_starts), seg.label))
-            pos = block_end
-    return {
-        name: WindowIndex(
-            np.concatenate(starts[name]) if starts[name] else np.zeros(0, dtype=np.int64),
-            np.concatenate(labels[name]) if labels[name] else np.zeros(0, dtype=np.int64),
-        )
-        for name in SPLITS
-    }
-
-
 def _windows(start: int, end: int, length: int, stride: int) -> np.ndarray:
     return np.arange(start, end - length + 1, stride)
 
@@ -96,6 +72,20 @@ def _collect(parts: dict[str, list[tuple[np.ndarray, int]]]) -> dict[str, Window
             np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, dtype=np.int64),
         )
     return out
+
+
+def blocked_split(segments: list[Segment], length: int, stride: int, block_windows: int, pattern=BLOCK_PATTERN) -> dict[str, WindowIndex]:
+    block_rows = length + (block_windows - 1) * stride
+    blocks_seen: dict[int, int] = defaultdict(int)
+    parts: dict[str, list] = {name: [] for name in SPLITS}
+    for seg in segments:
+        pos = seg.start
+        while seg.end - pos >= length:
+            block_end = min(pos + block_rows, seg.end)
+            parts[pattern[blocks_seen[seg.label] % len(pattern)]].append((_windows(pos, block_end, length, stride), seg.label))
+            blocks_seen[seg.label] += 1
+            pos = block_end
+    return _collect(parts)
 
 
 def chronological_split(segments: list[Segment], length: int, stride: int, shares=(0.6, 0.2)) -> dict[str, WindowIndex]:

@@ -293,7 +293,7 @@ class Exp:
         if self.policy.pending:
             seen, correction = self.policy.position, self.policy.cut()
             if self.window_bad is not None:
-                self._discard_window(None)
+                self._discard_window()
             else:
                 self._update(correction)
                 print(f"Flushed the open accumulation window ({seen} micro-batches), scaled to its own samples", flush=True)
@@ -356,7 +356,7 @@ class Exp:
             if self.window_bad is None:
                 self._update()
             else:
-                self._discard_window(step)
+                self._discard_window()
 
     def _update(self, correction: float = 1.0) -> None:
         """One optimizer update per window: unscale -> (correct) -> clip -> step -> scaler update
@@ -369,7 +369,7 @@ class Exp:
         norm = torch.nn.utils.get_total_norm(grads)
         if not self.scaler.is_enabled() and not torch.isfinite(norm):
             self.window_bad = "non-finite gradient"
-            self._discard_window(None)
+            self._discard_window()
             return
         if self.args.max_grad_norm > 0:
             torch.nn.utils.clip_grads_with_norm_(params, self.args.max_grad_norm, norm)
@@ -388,7 +388,7 @@ class Exp:
         if self.args.save_every_updates and self.updates % self.args.save_every_updates == 0:
             self.save_due = True
 
-    def _discard_window(self, step: MicroStep | None) -> None:
+    def _discard_window(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         reason, self.window_bad = self.window_bad, None
         self.bad_windows += 1
