@@ -155,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--step", type=_number(int, 2, 100_000, name="an integer"), default=96, help="window length in samples")
     g.add_argument("--stride", type=positive_int(100_000), default=None, help="window stride in samples (default: half of --step)")
     g.add_argument(
+        "--train_stride",
+        type=positive_int(100_000),
+        default=None,
+        help="stride of the training windows only, inside the training blocks: denser training windows are extra shifted "
+        "views of the same rows; validation and test keep --stride (default: --stride; not with --split random)",
+    )
+    g.add_argument(
         "--split_block",
         type=positive_int(100_000),
         default=4,
@@ -315,6 +322,10 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         args.model_id = re.sub(r"[^\w.+=-]", "_", Path(args.data_path).stem) if args.data_path else "ahu"
     if args.stride is None:
         args.stride = max(1, args.step // 2)
+    if args.train_stride is not None and args.split == "random":
+        parser.error("argument --train_stride: --split random deals windows at random, use --split blocked or chronological")
+    if args.train_stride is None:
+        args.train_stride = args.stride
     if args.data_path is None:
         for flag in ("root_path", "time_col", "feature_cols", "fault_inventory"):
             if getattr(args, flag) not in (None, "."):

@@ -45,9 +45,12 @@ def parse(flags):
     return args
 
 
-def data_flags(name: str) -> list[str]:
+def data_flags(name: str, train_stride: int = 48) -> list[str]:
+    """The windows every contender sees: validation and test windows every 48 rows, training
+    windows every ``train_stride`` rows inside the same training blocks."""
     return ["--root_path", str(DATA), "--data_path", f"{name}.csv", "--fault_inventory", f"{name}-faults.csv",
-            "--label_col", LABEL, "--step", "96", "--stride", "48", "--split", "blocked", "--progress", "none"]  # fmt: skip
+            "--label_col", LABEL, "--step", "96", "--stride", "48", "--train_stride", str(train_stride),
+            "--split", "blocked", "--progress", "none"]  # fmt: skip
 
 
 def forest_features(dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -65,8 +68,9 @@ def random_forest(data, seed: int) -> dict:
     return classification_report(y_test, forest.predict(x_test), data.num_classes)
 
 
-def ours(name: str, model_flags: list[str], seed: int, tmp: Path) -> dict:
-    args = parse([*data_flags(name), *model_flags, "--seed", str(seed), "--checkpoints", str(tmp / "ckpt"), "--results", str(tmp / "res")])
+def ours(name: str, model_flags: list[str], seed: int, tmp: Path, train_stride: int = 48) -> dict:
+    outputs = ["--checkpoints", str(tmp / "ckpt"), "--results", str(tmp / "res")]
+    args = parse([*data_flags(name, train_stride), *model_flags, "--seed", str(seed), *outputs])
     with contextlib.redirect_stdout(io.StringIO()):
         data = build_data(args)
         seed_everything(seed)
@@ -87,6 +91,7 @@ def main() -> None:
     p.add_argument("--files", nargs="+", default=["SZCAV", "SZVAV", "MZVAV-2-1"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--best", default="ResNet1D", help="our best model (for --data, the model's format is used)")
+    p.add_argument("--train_stride", type=int, default=48, help="stride of the training windows (forest and models alike)")
     p.add_argument("--extra", default="", help="extra run.py flags for our models, e.g. '--train_epochs 40'")
     p.add_argument("--work", default="/tmp/lbnl_benchmark", help="scratch folder for checkpoints and results")
     opts = p.parse_args()
@@ -98,13 +103,14 @@ def main() -> None:
     print(f"{'file':<10} {'model':<22} {'macro-F1':>15} {'accuracy':>15} {'seconds':>8}")
     for name in opts.files:
         with contextlib.redirect_stdout(io.StringIO()):
-            data = build_data(parse([*data_flags(name), "--data", "Classification"]))
+            data = build_data(parse([*data_flags(name, opts.train_stride), "--data", "Classification"]))
         started = time.time()
         forest = [random_forest(data, seed) for seed in seeds]
         rows = {"random forest (stats)": (forest, time.time() - started)}
         for label, flags in contenders.items():
             started = time.time()
-            rows[label] = ([ours(name, flags, seed, Path(opts.work) / name / label.split()[-1]) for seed in seeds], time.time() - started)
+            work = Path(opts.work) / name / label.split()[-1]
+            rows[label] = ([ours(name, flags, seed, work, opts.train_stride) for seed in seeds], time.time() - started)
         for label, (scores, seconds) in rows.items():
             print(
                 f"{name:<10} {label:<22} {summarise(scores, 'macro_f1'):>15} {summarise(scores, 'accuracy'):>15} {seconds:8.0f}", flush=True

@@ -132,12 +132,12 @@ class DataBundle:
 
 def split_windows(args, segments) -> dict:
     if args.split == "chronological":
-        return chronological_split(segments, args.step, args.stride)
+        return chronological_split(segments, args.step, args.stride, train_stride=args.train_stride)
     if args.split == "random":
         print("warning: --split random deals overlapping windows to different splits, so test rows are also seen in "
               "training: scores come out too high", flush=True)  # fmt: skip
         return random_split(segments, args.step, args.stride, args.seed)
-    return blocked_split(segments, args.step, args.stride, args.split_block)
+    return blocked_split(segments, args.step, args.stride, args.split_block, train_stride=args.train_stride)
 
 
 def check_coverage(split: dict, class_names: list[str], args) -> None:
@@ -156,6 +156,8 @@ def check_coverage(split: dict, class_names: list[str], args) -> None:
 
 def build_uea(args) -> DataBundle:
     """Ready-cut UEA samples: the TEST file tests, a stratified 20 % of TRAIN validates."""
+    if args.train_stride != args.stride:
+        raise UserError(f"--train_stride: {args.data_path} holds ready-cut UEA samples; the flag applies to windows cut from a table")
     train_set, test_set = load_uea(args.root_path, args.data_path)
     names = class_order(train_set.labels + test_set.labels)
     lookup = {name: i for i, name in enumerate(names)}

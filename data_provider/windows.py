@@ -10,6 +10,10 @@ inside segments only.
   last 20 % test; windows never cross those cuts either.
 * ``random``: windows are dealt 60/20/20 at random within each class. Overlapping windows then
   share rows across splits, which flatters the scores: only for comparison with papers that do it.
+
+``train_stride`` (blocked and chronological) cuts the training windows more densely than the
+validation and test windows, inside the same training rows: more, shifted views of the training
+data without moving any split boundary, so nothing leaks and the scored windows stay the same.
 """
 
 from __future__ import annotations
@@ -74,28 +78,35 @@ def _collect(parts: dict[str, list[tuple[np.ndarray, int]]]) -> dict[str, Window
     return out
 
 
-def blocked_split(segments: list[Segment], length: int, stride: int, block_windows: int, pattern=BLOCK_PATTERN) -> dict[str, WindowIndex]:
-    block_rows = length + (block_windows - 1) * stride
+def blocked_split(
+    segments: list[Segment], length: int, stride: int, block_windows: int, pattern=BLOCK_PATTERN, train_stride: int | None = None
+) -> dict[str, WindowIndex]:
+    block_rows = length + (block_windows - 1) * stride  # block edges follow --stride, whatever the training windows' stride
     blocks_seen: dict[int, int] = defaultdict(int)
     parts: dict[str, list] = {name: [] for name in SPLITS}
     for seg in segments:
         pos = seg.start
         while seg.end - pos >= length:
             block_end = min(pos + block_rows, seg.end)
-            parts[pattern[blocks_seen[seg.label] % len(pattern)]].append((_windows(pos, block_end, length, stride), seg.label))
+            name = pattern[blocks_seen[seg.label] % len(pattern)]
+            step = train_stride if name == "train" and train_stride else stride
+            parts[name].append((_windows(pos, block_end, length, step), seg.label))
             blocks_seen[seg.label] += 1
             pos = block_end
     return _collect(parts)
 
 
-def chronological_split(segments: list[Segment], length: int, stride: int, shares=(0.6, 0.2)) -> dict[str, WindowIndex]:
+def chronological_split(
+    segments: list[Segment], length: int, stride: int, shares=(0.6, 0.2), train_stride: int | None = None
+) -> dict[str, WindowIndex]:
     parts: dict[str, list] = {name: [] for name in SPLITS}
     for seg in segments:
         rows = seg.end - seg.start
         cut1 = seg.start + round(shares[0] * rows)
         cut2 = seg.start + round((shares[0] + shares[1]) * rows)
         for name, (a, b) in zip(SPLITS, ((seg.start, cut1), (cut1, cut2), (cut2, seg.end))):
-            parts[name].append((_windows(a, b, length, stride), seg.label))
+            step = train_stride if name == "train" and train_stride else stride
+            parts[name].append((_windows(a, b, length, step), seg.label))
     return _collect(parts)
 
 

@@ -40,7 +40,7 @@ EVAL_BATCH_SIZE = 256  # evaluation batch size changes no result, only speed and
 
 # Flags that shape the stream of micro-batches, the model or the loss: a resumed run must match.
 RESUME_MUST_MATCH = (
-    "model", "data", "root_path", "data_path", "time_col", "label_col", "feature_cols", "step", "stride", "split_block",
+    "model", "data", "root_path", "data_path", "time_col", "label_col", "feature_cols", "step", "stride", "train_stride", "split_block",
     "sim_days", "sim_seed", "batch_size", "seed", "train_epochs", "loss_preset", "class_weights", "optimizer",
     "learning_rate", "weight_decay", "lr_scheduler", "lr_factor", "lr_patience", "warmup_steps", "min_lr", "patience",
     "max_grad_norm", "use_amp", "amp_dtype", "dtype", "d_model", "n_heads", "e_layers", "patch_len", "dropout", "norm",

@@ -120,6 +120,8 @@ CASES = {
     "resume without training": (["--is_training", "0", "--resume", "auto"], "--resume"),
     "testing with no checkpoint": (["--is_training", "0"], "--is_training 0"),
     "inventory without data": (["--fault_inventory", "f.csv"], "--fault_inventory"),
+    "train stride with a random split": (["--split", "random", "--train_stride", "4"], "--train_stride"),
+    "train stride zero": (["--train_stride", "0"], "--train_stride"),
     # unknown choices
     "unknown model": (["--model", "LSTM"], "--model"),
     "unknown data": (["--data", "Images"], "--data"),
@@ -151,6 +153,8 @@ CASES = {
     # UEA
     "ts dimensions differ": (ts_files("@data\n1,2:3,4:a\n1,2:3,4:b\n", "@data\n1,2:a\n"), "U_TEST.ts"),
     "ts bad value": (ts_files("@data\n1,x:3,4:a\n", "@data\n1,2:3,4:a\n"), "U_TRAIN.ts line 2"),
+    "train stride on ready-cut samples": (lambda t: ts_files("@data\n1,2:a\n3,4:b\n" * 3, "@data\n1,2:a\n3,4:b\n")(t)
+                                          + ["--train_stride", "1"], "--train_stride"),
     # checkpoints
     "resume truncated": (checkpoint("truncated"), "given.pt"),
     "resume not a checkpoint": (checkpoint("text"), "given.pt"),

@@ -117,3 +117,23 @@ def test_exported_csv_loads_back_as_the_same_table(tmp_path):
 def test_a_step_too_long_for_the_split_is_a_user_error():
     with pytest.raises(UserError, match="--step 700"):
         build_data(make_args("--step", "700"))
+
+
+@pytest.mark.parametrize("split_name", ["blocked", "chronological"])
+def test_train_stride_adds_training_windows_inside_the_training_rows_only(split_name):
+    from data_provider.windows import chronological_split
+
+    labels = np.repeat([0, 1, 0, 2], [500, 400, 410, 700])
+    segments = find_segments(labels)
+    cut = {"blocked": lambda **kw: blocked_split(segments, length=40, stride=20, block_windows=3, **kw),
+           "chronological": lambda **kw: chronological_split(segments, length=40, stride=20, **kw)}[split_name]  # fmt: skip
+    sparse, dense = cut(), cut(train_stride=5)
+    for name in ("val", "test"):  # the scored windows do not move
+        np.testing.assert_array_equal(dense[name].starts, sparse[name].starts)
+        np.testing.assert_array_equal(dense[name].labels, sparse[name].labels)
+    assert len(dense["train"].starts) >= 3 * len(sparse["train"].starts)
+    assert set(sparse["train"].starts.tolist()) <= set(dense["train"].starts.tolist())
+    rows = {name: set(idx.rows(40).tolist()) for name, idx in dense.items()}
+    assert not rows["train"] & rows["val"] and not rows["train"] & rows["test"]
+    for start, label in zip(dense["train"].starts, dense["train"].labels):
+        assert (labels[start : start + 40] == label).all()
