@@ -205,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--fusion", choices=("gated", "concat", "add"), default="gated", help="DualGAFNet: GASF/GADF fusion per sensor")
     g.add_argument("--window_stats", action="store_true", help="ResNet1D: add a branch on each window's per-sensor statistics")
+    g.add_argument(
+        "--no_temporal",
+        action="store_true",
+        help="DualGAFNet: leave out the 1-D conv branch on the raw window (only the GASF/GADF images and window statistics)",
+    )
 
     g = p.add_argument_group("training")
     g.add_argument("--train_epochs", type=positive_int(100_000), default=30, help="maximum epochs")

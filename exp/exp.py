@@ -45,7 +45,7 @@ RESUME_MUST_MATCH = (
     "learning_rate", "weight_decay", "lr_scheduler", "lr_factor", "lr_patience", "warmup_steps", "min_lr", "patience",
     "max_grad_norm", "use_amp", "amp_dtype", "dtype", "d_model", "n_heads", "e_layers", "patch_len", "dropout", "norm",
     "fusion", "gaf_size", "graph_threshold", "cross_epoch_accumulation", "monitor", "scale", "window_stats", "split", "missing",
-    "fault_inventory",
+    "fault_inventory", "no_temporal",
 )  # fmt: skip
 # What a resumable checkpoint must hold (older or foreign files are refused by name).
 RESUME_KEYS = (

@@ -6,7 +6,13 @@
    per feature), ``concat`` (then a projection) or ``add``.
 3. Self-attention across sensors, with a learned embedding per sensor, so the model relates
    e.g. mixed-air temperature to the damper signal.
-4. The sensors' features, flattened in a fixed order, go to an MLP classifier.
+4. A temporal branch: two 1-D residual blocks over the raw window, all sensors together, so
+   patterns across sensors in time (a valve opening while the supply temperature falls) are
+   seen directly; pooled over time. ``--no_temporal`` leaves it out (the plain image model).
+   On the real LBNL files the image branches alone lost to a random forest on window
+   statistics; with this branch DualGAFNet beats it (benchmarks/README.md).
+5. The sensors' features, flattened in a fixed order, and the temporal features go to an MLP
+   classifier.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from models.layers import FeatureNorm, classifier_head, conv_norm, window_statistics
+from models.ResNet1D import ResidualBlock
 
 
 class SignalEncoder(nn.Module):
@@ -67,11 +74,16 @@ class Model(nn.Module):
         self.signal_embedding = nn.Parameter(torch.zeros(dims.channels, f))
         self.attention = nn.MultiheadAttention(f, args.n_heads, dropout=args.dropout, batch_first=True)
         self.attention_norm = FeatureNorm(args.norm, f)
-        self.head = classifier_head(dims.channels * f, 2 * f, dims.classes, args.dropout)
+        use_temporal = not getattr(args, "no_temporal", False)
+        self.temporal = nn.Sequential(ResidualBlock(dims.channels, f, args.norm), ResidualBlock(f, f, args.norm)) if use_temporal else None
+        self.head = classifier_head(dims.channels * f + (f if use_temporal else 0), 2 * f, dims.classes, args.dropout)
 
     def forward(self, gasf: torch.Tensor, gadf: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
         signals = self.fusion(self.gasf_encoder(gasf), self.gadf_encoder(gadf))
         signals = signals + self.statistics(window_statistics(window)) + self.signal_embedding
         attended, _ = self.attention(signals, signals, signals, need_weights=False)
         signals = self.attention_norm(signals + attended)
-        return self.head(signals.flatten(1))
+        features = signals.flatten(1)
+        if self.temporal is not None:
+            features = torch.cat([features, self.temporal(window.transpose(1, 2)).mean(-1)], dim=1)
+        return self.head(features)

@@ -55,3 +55,19 @@ def test_report_agrees_with_sklearn_when_installed():
     y_true, y_pred = rng.integers(0, 6, 200), rng.integers(0, 6, 200)
     report = classification_report(y_true, y_pred, 6)
     assert report["macro_f1"] == pytest.approx(metrics.f1_score(y_true, y_pred, average="macro"))
+
+
+@pytest.mark.parametrize("temporal", [True, False])
+def test_dualgafnet_temporal_branch_is_used_and_can_be_left_out(temporal):
+    from models import InputDims, build_model
+    from tests.conftest import make_args
+
+    args = make_args("--model", "DualGAFNet", *([] if temporal else ["--no_temporal"]))
+    model = build_model("DualGAFNet", args, InputDims(channels=3, length=24, classes=4))
+    window = torch.randn(5, 24, 3)
+    model(*dual_gaf(window.clamp(-1, 1), 8), window).logsumexp(1).sum().backward()
+    branch = [p for name, p in model.named_parameters() if name.startswith("temporal.")]
+    if temporal:  # every weight of the branch gets a gradient from the classifier
+        assert branch and all(p.grad is not None and p.grad.abs().sum() > 0 for p in branch)
+    else:
+        assert not branch and model.head[1].in_features == 3 * args.d_model
