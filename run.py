@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int(100_000),
         default=None,
         help="stride of the training windows only, inside the training blocks: denser training windows are extra shifted "
-        "views of the same rows; validation and test keep --stride (default: --stride; not with --split random)",
+        "views of the same rows; validation and test keep --stride (default: --stride; not with --split random, nor for "
+        "UEA .ts files, whose samples come ready-cut)",
     )
     g.add_argument(
         "--split_block",
@@ -329,8 +330,6 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         args.stride = max(1, args.step // 2)
     if args.train_stride is not None and args.split == "random":
         parser.error("argument --train_stride: --split random deals windows at random, use --split blocked or chronological")
-    if args.train_stride is None:
-        args.train_stride = args.stride
     if args.data_path is None:
         for flag in ("root_path", "time_col", "feature_cols", "fault_inventory"):
             if getattr(args, flag) not in (None, "."):

@@ -7,7 +7,10 @@ split, --step 96 and a stride of half a window, it prints macro-F1 and accuracy 
     first of every channel,
 all on the same windows and split, each the mean (and spread) of 3 seeds.
 
-    python benchmarks/lbnl_accuracy.py [--seeds 3] [--files SZCAV SZVAV MZVAV-2-1] [--best ResNet1D]
+    python benchmarks/lbnl_accuracy.py [--seeds 3] [--files SZCAV SZVAV MZVAV-2-1] [--best ResNet1D] [--train_stride 12]
+
+--train_stride cuts the training windows more densely for the forest and our models alike
+(pass it here, not in --extra, which reaches our models only).
 
 Needs scikit-learn (in requirements-dev.txt). Data: Granderson et al., Scientific Data 7, 65 (2020).
 """

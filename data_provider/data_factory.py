@@ -156,7 +156,7 @@ def check_coverage(split: dict, class_names: list[str], args) -> None:
 
 def build_uea(args) -> DataBundle:
     """Ready-cut UEA samples: the TEST file tests, a stratified 20 % of TRAIN validates."""
-    if args.train_stride != args.stride:
+    if args.train_stride is not None:
         raise UserError(f"--train_stride: {args.data_path} holds ready-cut UEA samples; the flag applies to windows cut from a table")
     train_set, test_set = load_uea(args.root_path, args.data_path)
     names = class_order(train_set.labels + test_set.labels)

@@ -549,7 +549,8 @@ class Exp:
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError:
-            raise UserError(f"checkpoint {path} does not fit this model (different --d_model, --e_layers or sensors?)") from None
+            hint = "different --d_model, --e_layers, --window_stats, --no_temporal or sensors?"
+            raise UserError(f"checkpoint {path} does not fit this model ({hint})") from None
         return state
 
     def _resume(self) -> Path | None:
@@ -567,6 +568,8 @@ class Exp:
             raise UserError(f"--resume: {path} lacks {', '.join(missing)}: it is not a resumable checkpoint of this version")
         saved = state["args"]
         for flag in RESUME_MUST_MATCH:
+            if flag not in saved:
+                raise UserError(f"--resume: {path} was written by an older version without --{flag}; start a new run")
             if saved.get(flag) != getattr(a, flag):
                 raise UserError(f"--resume: {path} was written with --{flag} {saved.get(flag)}, this run has --{flag} {getattr(a, flag)}")
         if state.get("data_fingerprint") != self.data_fingerprint():

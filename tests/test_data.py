@@ -137,3 +137,14 @@ def test_train_stride_adds_training_windows_inside_the_training_rows_only(split_
     assert not rows["train"] & rows["val"] and not rows["train"] & rows["test"]
     for start, label in zip(dense["train"].starts, dense["train"].labels):
         assert (labels[start : start + 40] == label).all()
+
+
+def test_train_stride_reaches_the_windows_through_build_data():
+    sparse, dense = (
+        build_data(make_args("--data", "Classification")),
+        build_data(make_args("--data", "Classification", "--train_stride", "4")),
+    )
+    assert len(dense.train) > 2 * len(sparse.train)
+    for name in ("val", "test"):
+        np.testing.assert_array_equal(getattr(dense, name).starts, getattr(sparse, name).starts)
+    np.testing.assert_array_equal(dense.train.values.numpy(), sparse.train.values.numpy())  # same rows, same scaler
