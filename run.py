@@ -354,9 +354,11 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 
 def run_name(args: argparse.Namespace, steps: int, ii: int) -> str:
-    """Runs that differ in any of these never overwrite each other."""
+    """Runs that differ in any of these never overwrite each other. The newer options appear only
+    when set, so default runs keep their names."""
+    options = (f"_ts{args.train_stride}" if args.train_stride is not None else "") + ("_notemporal" if args.no_temporal else "")
     return (
-        f"{args.model_id}_{args.model}_{args.data}_sl{args.step}_bs{args.batch_size}_ga{steps}"
+        f"{args.model_id}_{args.model}_{args.data}_sl{args.step}{options}_bs{args.batch_size}_ga{steps}"
         f"_lr{args.learning_rate:g}_{args.loss_preset}_seed{args.seed}_{args.des}_{ii}"
     )
 

@@ -82,3 +82,17 @@ def test_out_of_memory_is_one_line_that_suggests_accumulation(tmp_path, monkeypa
     assert main([*flags, "--checkpoints", str(tmp_path / "c"), "--results", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "out of memory" in err[0] and "--batch_size 32 --gradient_accumulation_steps 2" in err[0]
+
+
+def test_runs_that_differ_in_training_stride_or_temporal_branch_get_their_own_folders():
+    from run import build_parser, run_name, validate
+
+    def name(*flags):
+        parser = build_parser()
+        args = parser.parse_args(list(flags))
+        validate(parser, args)
+        return run_name(args, 1, 0)
+
+    plain, dense, image_only = name(), name("--train_stride", "12"), name("--no_temporal")
+    assert len({plain, dense, image_only}) == 3
+    assert plain == "ahu_DualGAFNet_DualGAF_sl96_bs32_ga1_lr0.002_hvac_similar_optimized_seed2021_Exp_0"  # default names unchanged
