@@ -66,6 +66,10 @@ def _windows(start: int, end: int, length: int, stride: int) -> np.ndarray:
     return np.arange(start, end - length + 1, stride)
 
 
+def _stride(split: str, stride: int, train_stride: int | None) -> int:
+    return train_stride if split == "train" and train_stride else stride
+
+
 def _collect(parts: dict[str, list[tuple[np.ndarray, int]]]) -> dict[str, WindowIndex]:
     out = {}
     for name in SPLITS:
@@ -89,8 +93,7 @@ def blocked_split(
         while seg.end - pos >= length:
             block_end = min(pos + block_rows, seg.end)
             name = pattern[blocks_seen[seg.label] % len(pattern)]
-            step = train_stride if name == "train" and train_stride else stride
-            parts[name].append((_windows(pos, block_end, length, step), seg.label))
+            parts[name].append((_windows(pos, block_end, length, _stride(name, stride, train_stride)), seg.label))
             blocks_seen[seg.label] += 1
             pos = block_end
     return _collect(parts)
@@ -105,8 +108,7 @@ def chronological_split(
         cut1 = seg.start + round(shares[0] * rows)
         cut2 = seg.start + round((shares[0] + shares[1]) * rows)
         for name, (a, b) in zip(SPLITS, ((seg.start, cut1), (cut1, cut2), (cut2, seg.end))):
-            step = train_stride if name == "train" and train_stride else stride
-            parts[name].append((_windows(a, b, length, step), seg.label))
+            parts[name].append((_windows(a, b, length, _stride(name, stride, train_stride)), seg.label))
     return _collect(parts)
 
 

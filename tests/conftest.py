@@ -32,6 +32,13 @@ def make_args(*flags: str, tmp: Path | None = None):
     return args
 
 
+def split_rows(split: dict, length: int) -> dict[str, set[int]]:
+    """The rows each split's windows cover; asserts that no row is in two splits."""
+    rows = {name: set(idx.rows(length).tolist()) for name, idx in split.items()}
+    assert not rows["train"] & rows["val"] and not rows["train"] & rows["test"] and not rows["val"] & rows["test"]
+    return rows
+
+
 def subset(dataset: WindowDataset, n: int) -> WindowDataset:
     """n windows spread evenly over a split, so every class is in (a data set size we choose)."""
     pick = np.linspace(0, len(dataset) - 1, n).round().astype(int)

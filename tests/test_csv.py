@@ -10,7 +10,7 @@ from data_provider.data_factory import build_data
 from data_provider.sources import load_table
 from data_provider.windows import SPLITS, chronological_split, find_segments, random_split
 from run import main
-from tests.conftest import ROOT, make_args
+from tests.conftest import ROOT, make_args, split_rows
 
 LBNL = ROOT.parent / "shared" / "data" / "lbnl_ahu"
 needs_lbnl = pytest.mark.skipif(not LBNL.is_dir(), reason=f"shared LBNL data not found at {LBNL}")
@@ -146,8 +146,7 @@ def test_inventory_turns_binary_truth_into_one_class_per_scenario(tmp_path):
 def test_chronological_split_keeps_time_order_and_never_shares_rows():
     segments = find_segments(np.repeat([0, 1], [100, 200]))
     split = chronological_split(segments, length=10, stride=5)
-    rows = {name: set(idx.rows(10).tolist()) for name, idx in split.items()}
-    assert not rows["train"] & rows["val"] and not rows["val"] & rows["test"] and not rows["train"] & rows["test"]
+    rows = split_rows(split, 10)
     assert max(rows["train"] & set(range(100))) < min(rows["val"] & set(range(100))) < min(rows["test"] & set(range(100)))
 
 

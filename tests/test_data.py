@@ -11,7 +11,7 @@ from data_provider.scaling import MinMaxScaler, StandardScaler
 from data_provider.simulator import FAULTS, SENSORS, simulate_ahu
 from data_provider.sources import load_table
 from data_provider.windows import Segment, blocked_split, find_segments
-from tests.conftest import make_args
+from tests.conftest import make_args, split_rows
 from utils.errors import UserError
 
 
@@ -40,8 +40,7 @@ def test_blocked_split_never_shares_a_row_between_splits():
     segments = find_segments(labels)
     assert [(s.start, s.end, s.label) for s in segments] == [(0, 500, 0), (500, 900, 1), (900, 1310, 0), (1310, 2010, 2)]
     split = blocked_split(segments, length=40, stride=15, block_windows=3)
-    rows = {name: set(idx.rows(40).tolist()) for name, idx in split.items()}
-    assert not rows["train"] & rows["val"] and not rows["train"] & rows["test"] and not rows["val"] & rows["test"]
+    split_rows(split, 40)
     for idx in split.values():  # no window crosses a segment edge or mixes labels
         for start, label in zip(idx.starts, idx.labels):
             assert (labels[start : start + 40] == label).all()
@@ -133,8 +132,7 @@ def test_train_stride_adds_training_windows_inside_the_training_rows_only(split_
         np.testing.assert_array_equal(dense[name].labels, sparse[name].labels)
     assert len(dense["train"].starts) >= 3 * len(sparse["train"].starts)
     assert set(sparse["train"].starts.tolist()) <= set(dense["train"].starts.tolist())
-    rows = {name: set(idx.rows(40).tolist()) for name, idx in dense.items()}
-    assert not rows["train"] & rows["val"] and not rows["train"] & rows["test"]
+    split_rows(dense, 40)
     for start, label in zip(dense["train"].starts, dense["train"].labels):
         assert (labels[start : start + 40] == label).all()
 
