@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import math
+import os
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 SEEDS_HEADLINE = "--model DualGAFNet --data DualGAF --step 96"
@@ -75,6 +79,46 @@ def device_name(text: str) -> str:
     return text
 
 
+# ------------------------------------------------------------- flag roles
+# Every flag declares its role next to its definition; the lists other parts need (what a
+# resumed run must match, what the run name holds) are derived from these declarations.
+RECIPE = "recipe"  # shapes the data, the model, the loss or the schedule: a resumed run must match it
+LAYOUT = "layout"  # how a window is cut into micro-batches: a resumed run must keep the effective batch
+RUN = "run"  # how or where this run executes (device, outputs, progress): free to change on resume
+
+
+@dataclass(frozen=True)
+class NamePart:
+    """A flag's part of the run name: its place, its format, and whether it shows (default:
+    when the flag is set, so options added later leave the default names unchanged)."""
+
+    order: int
+    fmt: str
+    shows: Callable[[argparse.Namespace], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Flag:
+    role: str
+    name: NamePart | None
+
+
+def add(group, option: str, *, role: str, name: NamePart | None = None, **kwargs) -> None:
+    """``group.add_argument`` that also records the flag's role (the only way flags are added)."""
+    action = group.add_argument(option, **kwargs)
+    group.flags[action.dest] = Flag(role, name)
+
+
+@functools.cache
+def flag_table() -> dict[str, Flag]:
+    """dest -> Flag for every flag of run.py."""
+    return build_parser().flags
+
+
+def flags_with_role(role: str) -> tuple[str, ...]:
+    return tuple(dest for dest, flag in flag_table().items() if flag.role == role)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from models import DEFAULT_MODEL, MODELS
     from models.layers import NORMS
@@ -88,223 +132,387 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=HelpFormatter,
     )
-    g = p.add_argument_group("basic")
-    g.add_argument(
-        "--is_training", type=int, choices=(0, 1), default=1, help="1: train then test; 0: test the saved best.pt of the same run"
+    p.flags = {}
+    groups = []
+
+    def group(title: str, description: str | None = None):
+        g = p.add_argument_group(title, description)
+        g.flags = p.flags
+        groups.append(g)
+        return g
+
+    g = group("basic")
+    add(
+        g,
+        "--is_training",
+        role=RUN,
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="1: train then test; 0: test the saved best.pt of the same run",
     )
-    g.add_argument(
-        "--model_id", default=None, help="free name of the experiment, first part of the run name (default: the data file's name, or ahu)"
+    add(
+        g,
+        "--model_id",
+        role=RUN,
+        name=NamePart(0, "{}"),
+        default=None,
+        help="free name of the experiment, first part of the run name (default: the data file's name, or ahu)",
     )
-    g.add_argument(
+    add(
+        g,
         "--model",
+        role=RECIPE,
+        name=NamePart(1, "{}"),
         choices=list(MODELS),
         default=None,
         help="model; default: the --data format's default ("
         + ", ".join(f"{d} -> {m}" for d, m in DEFAULT_MODEL.items())
         + "); with neither flag, DualGAFNet on the built-in simulator and ResNet1D on your own data",
     )
-    g.add_argument("--des", default="Exp", help="free description, part of the run name")
-    g.add_argument("--itr", type=positive_int(1000), default=1, help="repeat the experiment this many times, with seeds seed, seed+1, ...")
-    g.add_argument("--seed", type=non_negative_int(2**31 - 1), default=2021, help="seed for weights, sample order and dropout")
-    g.add_argument("--device", type=device_name, default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N or mps")
-    g.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="float64 is for verification runs")
-    g.add_argument(
+    add(g, "--des", role=RUN, name=NamePart(11, "{}"), default="Exp", help="free description, part of the run name")
+    add(
+        g, "--itr", role=RUN, type=positive_int(1000), default=1, help="repeat the experiment this many times, with seeds seed, seed+1, ..."
+    )
+    add(
+        g,
+        "--seed",
+        role=RECIPE,
+        name=NamePart(10, "seed{}"),
+        type=non_negative_int(2**31 - 1),
+        default=2021,
+        help="seed for weights, sample order and dropout",
+    )
+    add(g, "--device", role=RUN, type=device_name, default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N or mps")
+    add(g, "--dtype", role=RECIPE, choices=("float32", "float64"), default="float32", help="float64 is for verification runs")
+    add(
+        g,
         "--deterministic",
+        role=RUN,
         action="store_true",
         help="use PyTorch's deterministic algorithms; an op that has none is reported once as a warning",
     )
 
-    g = p.add_argument_group("data")
-    g.add_argument(
+    g = group("data")
+    add(
+        g,
         "--data",
+        role=RECIPE,
+        name=NamePart(2, "{}"),
         choices=("Classification", "DualGAF", "GNN"),
         default=None,
         help="batch format: plain windows, dual GASF+GADF images, or a sensor graph; default: the --model's format",
     )
-    g.add_argument("--root_path", default=".", help="folder of --data_path")
-    g.add_argument("--data_path", default=None, help="CSV file under --root_path; without it the built-in AHU simulator is used")
-    g.add_argument(
+    add(g, "--root_path", role=RECIPE, default=".", help="folder of --data_path")
+    add(g, "--data_path", role=RECIPE, default=None, help="CSV file under --root_path; without it the built-in AHU simulator is used")
+    add(
+        g,
         "--time_col",
+        role=RECIPE,
         default=None,
         help="CSV: timestamp column; gaps cut segments, unsorted rows are sorted "
         "(default: a column named Datetime, Timestamp, Time or Date, if any)",
     )
-    g.add_argument("--label_col", default="label", help="CSV: class label column (with --fault_inventory: the 0/1 ground truth)")
-    g.add_argument("--feature_cols", default=None, help="CSV: comma-separated sensor columns (default: every other numeric column)")
-    g.add_argument(
+    add(g, "--label_col", role=RECIPE, default="label", help="CSV: class label column (with --fault_inventory: the 0/1 ground truth)")
+    add(g, "--feature_cols", role=RECIPE, default=None, help="CSV: comma-separated sensor columns (default: every other numeric column)")
+    add(
+        g,
         "--fault_inventory",
+        role=RECIPE,
         metavar="CSV",
         default=None,
         help="CSV under --root_path with fault type, fault intensity and date columns: rows whose 0/1 label is 1 "
         "get the class '<type> / <intensity>' of their date, rows with 0 the class 'normal'",
     )
-    g.add_argument(
+    add(
+        g,
         "--missing",
+        role=RECIPE,
         choices=("ffill", "interpolate", "drop"),
         default="ffill",
         help="empty cells, spreadsheet errors (#VALUE!) and infinities in sensor columns: carry the last value "
         "forward / interpolate linearly (both inside their segment) / drop the row (cutting the segment)",
     )
-    g.add_argument(
+    add(
+        g,
         "--split",
+        role=RECIPE,
         choices=("blocked", "chronological", "random"),
         default="blocked",
         help="blocked: blocks of --split_block windows dealt train,train,train,val,test per class; chronological: "
         "first 60/20/20 %% of each segment; random: leaks overlapping windows across splits (warned)",
     )
-    g.add_argument("--step", type=_number(int, 2, 100_000, name="an integer"), default=96, help="window length in samples")
-    g.add_argument("--stride", type=positive_int(100_000), default=None, help="window stride in samples (default: half of --step)")
-    g.add_argument(
+    add(
+        g,
+        "--step",
+        role=RECIPE,
+        name=NamePart(3, "sl{}"),
+        type=_number(int, 2, 100_000, name="an integer"),
+        default=96,
+        help="window length in samples",
+    )
+    add(g, "--stride", role=RECIPE, type=positive_int(100_000), default=None, help="window stride in samples (default: half of --step)")
+    add(
+        g,
         "--train_stride",
+        role=RECIPE,
+        name=NamePart(4, "ts{}"),
         type=positive_int(100_000),
         default=None,
         help="stride of the training windows only, inside the training blocks: denser training windows are extra shifted "
         "views of the same rows; validation and test keep --stride (default: --stride; not with --split random, nor for "
         "UEA .ts files, whose samples come ready-cut)",
     )
-    g.add_argument(
+    add(
+        g,
         "--split_block",
+        role=RECIPE,
         type=positive_int(100_000),
         default=4,
         help="leak-free split: each segment is cut into blocks of this many windows, dealt train,train,train,val,test",
     )
-    g.add_argument("--sim_days", type=_number(int, 1, 365, name="an integer"), default=12, help="simulator: days per class")
-    g.add_argument("--sim_seed", type=non_negative_int(2**31 - 1), default=0, help="simulator: seed of the simulated building")
-    g.add_argument(
+    add(g, "--sim_days", role=RECIPE, type=_number(int, 1, 365, name="an integer"), default=12, help="simulator: days per class")
+    add(g, "--sim_seed", role=RECIPE, type=non_negative_int(2**31 - 1), default=0, help="simulator: seed of the simulated building")
+    add(
+        g,
         "--export_data",
+        role=RUN,
         metavar="CSV",
         default=None,
         help="write the simulated table to this CSV file (the layout real logs have) and exit",
     )
-    g.add_argument(
+    add(
+        g,
         "--scale",
+        role=RECIPE,
         choices=("global", "window"),
         default="global",
         help="DualGAF: map each sensor to [-1, 1] with its training-set range (keeps levels apart: a damper stuck "
         "at 25 %% vs 75 %%) or with each window's own range (shape only)",
     )
-    g.add_argument(
+    add(
+        g,
         "--gaf_size",
+        role=RECIPE,
         type=_number(int, 2, 1024, name="an integer"),
         default=32,
         help="DualGAF: image size; windows longer than this are shortened by PAA",
     )
-    g.add_argument("--graph_threshold", type=non_negative_float(1.0), default=0.3, help="GNN: edge where |corr| >= this on training rows")
-    g.add_argument("--num_workers", type=non_negative_int(64), default=0, help="DataLoader worker processes")
+    add(
+        g,
+        "--graph_threshold",
+        role=RECIPE,
+        type=non_negative_float(1.0),
+        default=0.3,
+        help="GNN: edge where |corr| >= this on training rows",
+    )
+    add(g, "--num_workers", role=RUN, type=non_negative_int(64), default=0, help="DataLoader worker processes")
 
-    g = p.add_argument_group("model")
-    g.add_argument("--d_model", type=_number(int, 8, 4096, name="an integer"), default=64, help="model width")
-    g.add_argument("--n_heads", type=positive_int(64), default=4, help="attention heads (DualGAFNet, Transformer)")
-    g.add_argument("--e_layers", type=positive_int(64), default=2, help="encoder / graph layers (Transformer, GNN)")
-    g.add_argument("--patch_len", type=positive_int(100_000), default=8, help="Transformer: samples per token")
-    g.add_argument("--dropout", type=_number(float, 0.0, 0.95, name="a number"), default=0.1, help="dropout probability")
-    g.add_argument(
+    g = group("model")
+    add(g, "--d_model", role=RECIPE, type=_number(int, 8, 4096, name="an integer"), default=64, help="model width")
+    add(g, "--n_heads", role=RECIPE, type=positive_int(64), default=4, help="attention heads (DualGAFNet, Transformer)")
+    add(g, "--e_layers", role=RECIPE, type=positive_int(64), default=2, help="encoder / graph layers (Transformer, GNN)")
+    add(g, "--patch_len", role=RECIPE, type=positive_int(100_000), default=8, help="Transformer: samples per token")
+    add(g, "--dropout", role=RECIPE, type=_number(float, 0.0, 0.95, name="a number"), default=0.1, help="dropout probability")
+    add(
+        g,
         "--norm",
+        role=RECIPE,
         choices=NORMS,
         default="layer",
         help="normalisation inside models; 'batch' breaks exact accumulation (per-micro-batch statistics)",
     )
-    g.add_argument("--fusion", choices=("gated", "concat", "add"), default="gated", help="DualGAFNet: GASF/GADF fusion per sensor")
-    g.add_argument("--window_stats", action="store_true", help="ResNet1D: add a branch on each window's per-sensor statistics")
-    g.add_argument(
+    add(g, "--fusion", role=RECIPE, choices=("gated", "concat", "add"), default="gated", help="DualGAFNet: GASF/GADF fusion per sensor")
+    add(g, "--window_stats", role=RECIPE, action="store_true", help="ResNet1D: add a branch on each window's per-sensor statistics")
+    add(
+        g,
         "--no_temporal",
+        role=RECIPE,
+        name=NamePart(5, "notemporal"),
         action="store_true",
         help="DualGAFNet: leave out the 1-D conv branch on the raw window (only the GASF/GADF images and window statistics)",
     )
 
-    g = p.add_argument_group("training")
-    g.add_argument("--train_epochs", type=positive_int(100_000), default=30, help="maximum epochs")
-    g.add_argument("--batch_size", type=positive_int(1_000_000), default=32, help="micro-batch size (samples per forward pass)")
-    g.add_argument("--learning_rate", type=positive_float(10.0), default=2e-3, help="initial learning rate")
-    g.add_argument("--optimizer", choices=("radam", "adamw", "sgd"), default="radam", help="optimizer (sgd uses momentum 0.9)")
-    g.add_argument("--weight_decay", type=non_negative_float(1.0), default=1e-4, help="weight decay (decoupled for radam/adamw)")
-    g.add_argument(
+    g = group("training")
+    add(g, "--train_epochs", role=RECIPE, type=positive_int(100_000), default=30, help="maximum epochs")
+    add(
+        g,
+        "--batch_size",
+        role=LAYOUT,
+        name=NamePart(6, "bs{}"),
+        type=positive_int(1_000_000),
+        default=32,
+        help="micro-batch size (samples per forward pass)",
+    )
+    add(
+        g, "--learning_rate", role=RECIPE, name=NamePart(8, "lr{:g}"), type=positive_float(10.0), default=2e-3, help="initial learning rate"
+    )
+    add(g, "--optimizer", role=RECIPE, choices=("radam", "adamw", "sgd"), default="radam", help="optimizer (sgd uses momentum 0.9)")
+    add(g, "--weight_decay", role=RECIPE, type=non_negative_float(1.0), default=1e-4, help="weight decay (decoupled for radam/adamw)")
+    add(
+        g,
         "--lr_scheduler",
+        role=RECIPE,
         choices=("plateau", "cosine", "none"),
         default="plateau",
         help="plateau: ReduceLROnPlateau on the validation loss, once per epoch; cosine: warm-up then cosine decay, "
         "stepped once per optimizer update and sized from the real number of updates",
     )
-    g.add_argument("--warmup_steps", type=non_negative_int(10**9), default=0, help="cosine: linear warm-up, in optimizer updates")
-    g.add_argument("--min_lr", type=non_negative_float(10.0), default=0.0, help="cosine: learning rate at the end of the schedule")
-    g.add_argument("--lr_factor", type=_number(float, 0.0, 1.0, low_open=True, name="a number"), default=0.5, help="plateau: LR multiplier")
-    g.add_argument(
-        "--lr_patience", type=non_negative_int(10_000), default=2, help="plateau: epochs without improvement before the LR drops"
+    add(g, "--warmup_steps", role=RECIPE, type=non_negative_int(10**9), default=0, help="cosine: linear warm-up, in optimizer updates")
+    add(g, "--min_lr", role=RECIPE, type=non_negative_float(10.0), default=0.0, help="cosine: learning rate at the end of the schedule")
+    add(
+        g,
+        "--lr_factor",
+        role=RECIPE,
+        type=_number(float, 0.0, 1.0, low_open=True, name="a number"),
+        default=0.5,
+        help="plateau: LR multiplier",
     )
-    g.add_argument(
+    add(
+        g,
+        "--lr_patience",
+        role=RECIPE,
+        type=non_negative_int(10_000),
+        default=2,
+        help="plateau: epochs without improvement before the LR drops",
+    )
+    add(
+        g,
         "--patience",
+        role=RECIPE,
         type=non_negative_int(100_000),
         default=8,
         help="early stopping: epochs without validation-loss improvement (0: off)",
     )
-    g.add_argument(
+    add(
+        g,
         "--monitor",
+        role=RECIPE,
         choices=("loss", "macro_f1"),
         default="loss",
         help="validation measure for early stopping and best.pt (ReduceLROnPlateau always follows the loss)",
     )
-    g.add_argument(
+    add(
+        g,
         "--max_grad_norm",
+        role=RECIPE,
         type=non_negative_float(),
         default=1.0,
         help="clip the gradient norm once per optimizer update, on the whole window's gradient (0: off)",
     )
-    g.add_argument(
+    add(
+        g,
         "--max_bad_windows",
+        role=RUN,
         type=positive_int(10**6),
         default=5,
         help="abort (exit code 3) after this many consecutive accumulation windows with a non-finite loss or gradient; "
         "each such window is discarded without touching the weights",
     )
-    g.add_argument("--use_amp", action="store_true", help="mixed precision: CUDA fp16 with GradScaler (or bf16), CPU bf16")
-    g.add_argument("--amp_dtype", choices=("fp16", "bf16"), default="fp16", help="CUDA AMP dtype")
+    add(g, "--use_amp", role=RECIPE, action="store_true", help="mixed precision: CUDA fp16 with GradScaler (or bf16), CPU bf16")
+    add(g, "--amp_dtype", role=RECIPE, choices=("fp16", "bf16"), default="fp16", help="CUDA AMP dtype")
 
-    g = p.add_argument_group("accumulation", "micro-batches summed into one optimizer update; effective batch = batch_size x steps")
-    g.add_argument(
+    g = group("accumulation", "micro-batches summed into one optimizer update; effective batch = batch_size x steps x processes")
+    add(
+        g,
         "--gradient_accumulation_steps",
+        role=LAYOUT,
+        name=NamePart(7, "ga{}", lambda a: a.target_batch_size is None),
         type=positive_int(100_000),
         default=None,
         help="micro-batches per optimizer update (default 1; not together with --enable_auto_gradient_accumulation)",
     )
-    g.add_argument(
+    add(
+        g,
         "--enable_auto_gradient_accumulation",
+        role=LAYOUT,
         action="store_true",
         help="choose the steps from --batch_size: < 4 -> 4 steps, 4..7 -> 2, >= 8 -> 1 (not with --gradient_accumulation_steps)",
     )
-    g.add_argument(
+    add(
+        g,
+        "--target_batch_size",
+        role=LAYOUT,
+        name=NamePart(7, "tb{}"),
+        type=positive_int(10**9),
+        default=None,
+        help="effective batch to aim for: steps = ceil(N / (batch_size x processes)), so 1, 2 or 4 processes train the "
+        "same recipe (not with --gradient_accumulation_steps or --enable_auto_gradient_accumulation)",
+    )
+    add(
+        g,
         "--cross_epoch_accumulation",
+        role=RECIPE,
         action="store_true",
         help="let a window carry over the epoch end instead of flushing it there",
     )
 
-    g = p.add_argument_group("loss", presets_help())
-    g.add_argument("--loss_preset", choices=list(PRESETS), default="hvac_similar_optimized", help="loss preset (see above)")
-    g.add_argument(
+    g = group(
+        "processes",
+        "data-parallel training: start with torchrun (e.g. torchrun --nproc_per_node 2 run.py ...); each process trains its "
+        "share of every micro-batch and gradients are summed once per optimizer update",
+    )
+    add(
+        g,
+        "--dist_backend",
+        role=RUN,
+        choices=("auto", "gloo", "nccl"),
+        default="auto",
+        help="torch.distributed backend: auto is nccl on CUDA and gloo on the CPU",
+    )
+    add(
+        g,
+        "--dist_timeout",
+        role=RUN,
+        type=positive_float(86_400.0),
+        default=600.0,
+        help="seconds a process waits for the others in any collective before stopping with an error (exit code 4)",
+    )
+
+    g = group("loss", presets_help())
+    add(
+        g,
+        "--loss_preset",
+        role=RECIPE,
+        name=NamePart(9, "{}"),
+        choices=list(PRESETS),
+        default="hvac_similar_optimized",
+        help="loss preset (see above)",
+    )
+    add(
+        g,
         "--class_weights",
+        role=RECIPE,
         choices=("auto", "none", "balanced"),
         default="auto",
         help="balanced: n/(K*n_c) from training labels; auto: balanced when the preset asks for it or the training "
         "classes are imbalanced (largest > 1.5 x smallest), else none",
     )
 
-    g = p.add_argument_group("output")
-    g.add_argument("--checkpoints", default="./checkpoints", help="folder for <run>/last.pt and best.pt")
-    g.add_argument("--results", default="./results", help="folder for <run>/metrics.json, history.csv, plots, and summary.csv")
-    g.add_argument(
+    g = group("output")
+    add(g, "--checkpoints", role=RUN, default="./checkpoints", help="folder for <run>/last.pt and best.pt")
+    add(g, "--results", role=RUN, default="./results", help="folder for <run>/metrics.json, history.csv, plots, and summary.csv")
+    add(
+        g,
         "--resume",
+        role=RUN,
         metavar="auto|PATH",
         default=None,
         help="continue training from a checkpoint, also from inside an accumulation window; auto: this run's last.pt "
         "if there is one, else start fresh",
     )
-    g.add_argument(
+    add(
+        g,
         "--save_every_updates",
+        role=RUN,
         type=non_negative_int(10**9),
         default=0,
         help="also write last.pt every this many optimizer updates (0: only at epoch ends and on Ctrl-C/SIGTERM)",
     )
-    g.add_argument(
+    add(
+        g,
         "--progress",
+        role=RUN,
         choices=("auto", "bar", "log", "none"),
         default="auto",
         help="auto: a tqdm bar on a terminal, whole lines in a log file",
@@ -343,6 +551,9 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             "argument --enable_auto_gradient_accumulation: chooses the steps from --batch_size itself; "
             f"drop it or --gradient_accumulation_steps {args.gradient_accumulation_steps}"
         )
+    if args.target_batch_size is not None and (args.gradient_accumulation_steps is not None or args.enable_auto_gradient_accumulation):
+        other = "--enable_auto_gradient_accumulation" if args.enable_auto_gradient_accumulation else "--gradient_accumulation_steps"
+        parser.error(f"argument --target_batch_size: sets the steps itself; drop it or {other}")
     if args.resume not in (None, "auto") and args.itr > 1:
         parser.error("argument --resume: a checkpoint path resumes one run; use --resume auto with --itr")
     if args.export_data is not None and not args.export_data.strip():
@@ -353,76 +564,115 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             parser.error(f"argument --{flag}: {value!r} must be a non-empty name of letters, digits and . _ - + = (it names folders)")
 
 
-def run_name(args: argparse.Namespace, steps: int, ii: int) -> str:
-    """Runs that differ in any of these never overwrite each other. The newer options appear only
-    when set, so default runs keep their names."""
-    options = (f"_ts{args.train_stride}" if args.train_stride is not None else "") + ("_notemporal" if args.no_temporal else "")
-    return (
-        f"{args.model_id}_{args.model}_{args.data}_sl{args.step}{options}_bs{args.batch_size}_ga{steps}"
-        f"_lr{args.learning_rate:g}_{args.loss_preset}_seed{args.seed}_{args.des}_{ii}"
-    )
+def launched_world_size() -> int:
+    """Processes in this run, as torchrun declares them in WORLD_SIZE (1 for a plain run)."""
+    text = os.environ.get("WORLD_SIZE", "1")
+    return int(text) if text.isdigit() and int(text) > 0 else 1
+
+
+def accumulation_plan(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """Micro-batch, steps and processes, decided once here and handed to the runner."""
+    from exp.accumulation import plan_accumulation
+    from utils.errors import UserError
+
+    try:
+        return plan_accumulation(
+            args.batch_size, args.gradient_accumulation_steps, args.enable_auto_gradient_accumulation, args.target_batch_size,
+            launched_world_size(),
+        )  # fmt: skip
+    except UserError as exc:
+        parser.error(f"argument {exc}")
+
+
+def run_name(args: argparse.Namespace, plan, ii: int) -> str:
+    """Runs that differ in any name part never overwrite each other. With --target_batch_size
+    the name holds the target, not the steps, so the same run continues on another number of
+    processes; without it, a run of several processes says how many (its effective batch differs)."""
+    values = {**vars(args), "gradient_accumulation_steps": plan.steps}
+    parts = []
+    for dest, flag in sorted(((d, f) for d, f in flag_table().items() if f.name), key=lambda item: item[1].name.order):
+        shows = flag.name.shows(args) if flag.name.shows else values[dest] not in (None, False)
+        if shows:
+            parts.append(flag.name.fmt.format(values[dest]))
+        if dest == "gradient_accumulation_steps" and shows and plan.world_size > 1:
+            parts.append(f"np{plan.world_size}")
+    return "_".join([*parts, str(ii)])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     validate(parser, args)
+    plan = accumulation_plan(parser, args)
 
     import torch
 
     from exp.exp import TrainingAborted
+    from exp.runtime import PeerFailure, is_peer_failure, start_runtime
     from utils.errors import OutputError, UserError
     from utils.signals import Interrupted
 
+    runtime = None
     try:
-        return _run(args)
+        runtime = start_runtime(args)
+        if not runtime.is_writer:  # one process prints; the others print errors only
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+            args.progress = "none"
+        return _run(args, plan, runtime)
     except UserError as exc:
         print(f"run.py: error: {exc}", file=sys.stderr)
         return 2
-    except (Interrupted, TrainingAborted, OutputError) as exc:
+    except (Interrupted, TrainingAborted, OutputError, PeerFailure) as exc:
         print(f"run.py: {exc}", file=sys.stderr)
         return exc.exit_code
     except (MemoryError, torch.OutOfMemoryError) as exc:
-        steps = args.gradient_accumulation_steps or 1
         print(
             f"run.py: error: out of memory ({type(exc).__name__}) with micro-batches of --batch_size {args.batch_size}; "
             f"lower --batch_size and raise --gradient_accumulation_steps to keep the effective batch "
-            f"(e.g. --batch_size {max(1, args.batch_size // 2)} --gradient_accumulation_steps {2 * steps})",
+            f"(e.g. --batch_size {max(1, args.batch_size // 2)} --gradient_accumulation_steps {2 * plan.steps})",
             file=sys.stderr,
         )
         return 2
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the last complete checkpoint stays
         print("run.py: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        if runtime is None or not runtime.distributed or not is_peer_failure(exc):
+            raise
+        failure = PeerFailure(exc, args.dist_timeout)
+        print(f"run.py: {failure}", file=sys.stderr)
+        return failure.exit_code
+    finally:
+        if runtime is not None:
+            runtime.close()
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, plan, runtime) -> int:
     from data_provider.data_factory import build_data
     from data_provider.sources import export_simulated_csv
-    from exp.accumulation import resolve_steps
     from exp.exp import Exp
     from utils.seed import make_deterministic, seed_everything
 
     if args.export_data:
-        rows = export_simulated_csv(args, args.export_data)
-        print(f"Wrote {rows} rows of simulated AHU data to {args.export_data}")
+        if runtime.is_writer:
+            rows = export_simulated_csv(args, args.export_data)
+            print(f"Wrote {rows} rows of simulated AHU data to {args.export_data}")
         return 0
     if args.deterministic:
         make_deterministic()
-    steps, _ = resolve_steps(args.batch_size, args.gradient_accumulation_steps, args.enable_auto_gradient_accumulation)
+    if plan.note():
+        print(plan.note(), flush=True)
     data = build_data(args)  # the same windows for every repetition
     for ii in range(args.itr):
         run_args = copy.copy(args)
         run_args.seed = args.seed + ii
-        setting = run_name(run_args, steps, ii)
+        setting = run_name(run_args, plan, ii)
         print(f">>> {'training' if args.is_training else 'testing'} {setting}", flush=True)
         seed_everything(run_args.seed)
-        exp = Exp(run_args, data)
+        exp = Exp(run_args, data, plan, runtime)
         if args.is_training:
             exp.train(setting)
-            exp.test(setting)
-        else:
-            exp.test(setting)
+        exp.test(setting)
     return 0
 
 

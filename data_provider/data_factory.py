@@ -236,8 +236,27 @@ def make_loader(
     num_workers: int = 0,
     pin_memory: bool = False,
     generator: torch.Generator | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
-    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed)
+    """Training batches in the seed-and-epoch order; ``batch_size`` is the global micro-batch,
+    of which this process gets its share."""
+    return _loader(
+        dataset, EpochBatchSampler(len(dataset), batch_size, shuffle, seed, rank, world_size), num_workers, pin_memory, generator
+    )
+
+
+def make_eval_loader(dataset: WindowDataset, batch_size: int, rank: int = 0, world_size: int = 1, num_workers: int = 0,
+                     pin_memory: bool = False) -> DataLoader:  # fmt: skip
+    """This process's contiguous shard of an evaluation split, in order: gathered in rank
+    order, the shards give every window exactly once."""
+    shard = np.array_split(np.arange(len(dataset)), world_size)[rank]
+    batches = [shard[i : i + batch_size] for i in range(0, len(shard), batch_size)]
+    # A private generator: starting a pass must not draw from the global RNG (dropout masks).
+    return _loader(dataset, batches, num_workers, pin_memory, torch.Generator().manual_seed(0))
+
+
+def _loader(dataset, sampler, num_workers, pin_memory, generator) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=None,  # the sampler yields whole batches of indices

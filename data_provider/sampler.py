@@ -5,6 +5,13 @@ slices of it, so micro-batches of size b taken k at a time hold exactly the samp
 batches of size b*k: ``(b, GA=k)`` and ``(b*k, GA=1)`` see the same windows in the same
 order. Each epoch's batches can also be listed without loading any data, which the
 accumulation policy uses to know each window's sample count in advance.
+
+With several processes, ``batch_size`` is the *global* micro-batch (micro-batch x processes):
+each global batch is dealt to the processes in near-equal contiguous shares, so W processes
+with micro-batch b see, together, exactly the batches one process with W*b sees. A share can
+be empty when the last global batch has fewer samples than processes; that process then gets
+one placeholder sample, which the loop weights with zero, so that it still takes part in the
+gradient all-reduce.
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ from torch.utils.data import Sampler
 
 
 class EpochBatchSampler(Sampler):
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int):
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1):
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.skip = 0, 0
+        self._cached: tuple[int, list[np.ndarray]] | None = None
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         """Iterate over ``epoch``'s batches, leaving out the first ``skip`` (resume)."""
@@ -30,15 +39,28 @@ class EpochBatchSampler(Sampler):
         return np.random.default_rng([self.seed, epoch]).permutation(self.size)
 
     def batches(self, epoch: int) -> list[np.ndarray]:
-        order = self.order(epoch)
-        return [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)]
+        """The global batches of ``epoch`` (every process's share together)."""
+        if self._cached is None or self._cached[0] != epoch:
+            order = self.order(epoch)
+            self._cached = (epoch, [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)])
+        return self._cached[1]
+
+    def share(self, batch: np.ndarray) -> np.ndarray:
+        """This process's part of a global batch (the whole batch on a single process)."""
+        return np.array_split(batch, self.world_size)[self.rank] if self.world_size > 1 else batch
+
+    def placeholder(self, epoch: int, index: int) -> bool:
+        """True when this process has no sample of that global batch (it gets a stand-in)."""
+        return len(self.share(self.batches(epoch)[index])) == 0
 
     @property
     def batches_per_epoch(self) -> int:
         return math.ceil(self.size / self.batch_size)
 
     def __iter__(self):
-        yield from self.batches(self.epoch)[self.skip :]
+        for batch in self.batches(self.epoch)[self.skip :]:
+            mine = self.share(batch)
+            yield mine if len(mine) else batch[:1]
 
     def __len__(self) -> int:
         return self.batches_per_epoch - self.skip

@@ -15,7 +15,9 @@ exactly the large-batch mean, whatever the micro-batch sizes. The normaliser is 
 the first backward because the sample order is fixed by seed and epoch alone: the caller
 hands in a function giving the per-micro-batch totals of any epoch.
 
-Pure Python, no torch, so it is unit-tested without a model.
+Pure Python, no torch, so it is unit-tested without a model. With several processes the
+stream is one of *global* micro-batches (every process's share of one micro-step together):
+the normaliser is the window's total over all processes, still known without communication.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from utils.errors import UserError
 
 # --enable_auto_gradient_accumulation: micro-batch size below the bound -> that many steps.
 AUTO_RULE = ((4, 4), (8, 2))
@@ -36,11 +40,52 @@ def auto_steps(batch_size: int) -> int:
     return 1
 
 
-def resolve_steps(batch_size: int, requested: int | None, auto: bool) -> tuple[int, str]:
-    """Accumulation steps and how they were chosen (run.py refuses auto with explicit steps)."""
-    if auto and requested is None:
-        return auto_steps(batch_size), "auto"
-    return requested or 1, "manual"
+@dataclass(frozen=True)
+class AccumulationPlan:
+    """Micro-batch, steps and processes, resolved once (run.py) and handed to the loop."""
+
+    batch_size: int  # micro-batch per process
+    steps: int
+    world_size: int
+    mode: str  # manual, auto or target
+    target: int | None = None  # --target_batch_size
+
+    @property
+    def global_micro_batch(self) -> int:
+        """Samples of one micro-step over all processes."""
+        return self.batch_size * self.world_size
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size * self.steps * self.world_size
+
+    def note(self) -> str | None:
+        """Why the effective batch differs from --target_batch_size, if it does."""
+        if self.target is None or self.effective_batch_size == self.target:
+            return None
+        return (
+            f"note: effective batch {self.effective_batch_size}, not --target_batch_size {self.target}: the target is not a "
+            f"multiple of micro-batch {self.batch_size} x {self.world_size} process(es) = {self.global_micro_batch}, so the "
+            f"steps were rounded up to {self.steps}"
+        )
+
+
+def plan_accumulation(batch_size: int, steps: int | None, auto: bool, target: int | None, world_size: int = 1) -> AccumulationPlan:
+    """The one place where the accumulation steps are decided (run.py refuses conflicting flags).
+
+    ``--target_batch_size N``: steps = ceil(N / (batch_size x processes)), so the same target
+    gives the same effective batch on 1, 2 or 4 processes wherever N allows it."""
+    if target is not None:
+        per_step = batch_size * world_size
+        if target < per_step:
+            raise UserError(
+                f"--target_batch_size {target} is smaller than one micro-batch per process (--batch_size {batch_size} x "
+                f"{world_size} process(es) = {per_step}); lower --batch_size or raise the target"
+            )
+        return AccumulationPlan(batch_size, math.ceil(target / per_step), world_size, "target", target)
+    if auto and steps is None:
+        return AccumulationPlan(batch_size, auto_steps(batch_size), world_size, "auto")
+    return AccumulationPlan(batch_size, steps or 1, world_size, "manual")
 
 
 @dataclass(frozen=True)
@@ -164,6 +209,7 @@ class AccumulationPolicy:
         return math.ceil(n / k) * self.num_epochs
 
     def describe(self, batch_size: int, world_size: int = 1) -> str:
+        """``batch_size`` is the micro-batch of one process."""
         n = self.batches_per_epoch
         effective = batch_size * self.steps * world_size
         if self.cross_epoch:
@@ -186,8 +232,12 @@ class AccumulationPolicy:
         return {name: getattr(self, name) for name in self._STATE}
 
     def load_state_dict(self, state: dict) -> None:
-        for name in ("steps", "cross_epoch"):
-            if state[name] != getattr(self, name):
-                raise ValueError(f"checkpoint was written with {name}={state[name]!r}, this run uses {getattr(self, name)!r}")
+        """Continue a checkpointed stream. Other steps are accepted only at an epoch boundary
+        with no open window (a resume with another micro-batch layout, same effective batch)."""
+        if state["cross_epoch"] != self.cross_epoch:
+            raise ValueError(f"checkpoint was written with cross_epoch={state['cross_epoch']!r}, this run uses {self.cross_epoch!r}")
+        if state["steps"] != self.steps and (state["position"] or state["batch"]):
+            raise ValueError(f"checkpoint was written inside an epoch with steps={state['steps']}, this run uses {self.steps}")
         for name in self._STATE:
-            setattr(self, name, state[name])
+            if name != "steps":
+                setattr(self, name, state[name])

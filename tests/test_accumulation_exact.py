@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from exp.exp import Exp, TrainingAborted
+from exp.trainer import Trainer
 from tests.conftest import flat_params, make_args, subset
 from utils.losses import PRESETS
 from utils.seed import seed_everything
@@ -41,7 +42,7 @@ def pair(data, model, steps, *flags, micro=4, epochs=2):
         build(data, "--model", model, "--batch_size", str(micro), "--gradient_accumulation_steps", str(steps), *flags), epochs
     )
     large = train_epochs(build(data, "--model", model, "--batch_size", str(micro * steps), *flags), epochs)
-    assert small.updates == large.updates
+    assert small.state.updates == large.state.updates
     return small, large
 
 
@@ -67,23 +68,23 @@ def test_micro_batches_train_exactly_like_one_large_batch(tiny_data, data_format
     small, large = pair(
         tiny_data(data_format, "--dtype", dtype), model, 3, "--loss_preset", preset, "--class_weights", class_weights, *flags
     )
-    assert small.updates == 8  # 2 x ceil(45 / 12)
+    assert small.state.updates == 8  # 2 x ceil(45 / 12)
     assert relative_difference(flat_params(small.model), flat_params(large.model)) < tolerance
 
 
-class NaiveExp(Exp):
+class NaiveTrainer(Trainer):
     """The common broken rule: each micro-batch's own (weighted) mean divided by the step count."""
 
     def _micro_step(self, batch, step):
         logits = self.model(*batch.inputs())
         losses, weights = self.criterion(logits, batch.labels)
         mean = losses.mean() if weights is None else (losses * weights).sum() / weights.sum()
-        (mean / self.steps).backward()
+        (mean / self.plan.steps).backward()
         if step.is_update:
             self._update()
 
 
-class CountNormalisedExp(Exp):
+class CountNormalisedTrainer(Trainer):
     """Class-weighted sum divided by the window's sample count instead of its total weight."""
 
     def _micro_step(self, batch, step):
@@ -101,8 +102,8 @@ class CountNormalisedExp(Exp):
 
 
 @pytest.mark.parametrize("broken, flags", [
-    (NaiveExp, ("--class_weights", "none")),
-    (CountNormalisedExp, ("--class_weights", "balanced")),
+    (NaiveTrainer, ("--class_weights", "none")),
+    (CountNormalisedTrainer, ("--class_weights", "balanced")),
 ])  # fmt: skip
 def test_broken_normalisers_fail_where_ours_passes(tiny_data, broken, flags):
     data = tiny_data("Classification", "--dtype", "float64")
@@ -113,7 +114,9 @@ def test_broken_normalisers_fail_where_ours_passes(tiny_data, broken, flags):
     seed_everything(args.seed)
     bad = copy.copy(data)
     bad.train = subset(data.train, 45)
-    wrong = train_epochs(broken(args, bad), 2)
+    wrong = Exp(args, bad)
+    wrong.trainer.__class__ = broken  # the same parts, the broken loop
+    train_epochs(wrong, 2)
     assert relative_difference(flat_params(wrong.model), flat_params(large.model)) > 1e-3
 
 
@@ -130,7 +133,7 @@ def test_clipping_happens_once_per_update_on_the_whole_window(tiny_data, monkeyp
     monkeypatch.setattr(torch.nn.utils, "clip_grads_with_norm_", counting)
     flags = ("--dtype", "float64", "--optimizer", "sgd", "--learning_rate", "0.05", "--max_grad_norm", "0.05")
     small, large = pair(tiny_data("Classification", "--dtype", "float64"), "ResNet1D", 3, *flags)
-    assert len(calls) == small.updates + large.updates == 16
+    assert len(calls) == small.state.updates + large.state.updates == 16
     assert min(calls) > 0.05  # every update was really clipped
     assert relative_difference(flat_params(small.model), flat_params(large.model)) < 1e-6
 
@@ -173,11 +176,11 @@ def test_cross_epoch_last_window_of_training_is_flushed_with_its_own_scale_and_l
     exp.train("run")
     order = [exp.train_loader.sampler.order(e) for e in range(2)]
     windows = [np.concatenate([order[0], order[1][:4]]), order[1][4:]]
-    assert exp.updates == len(updates) == 2
+    assert exp.state.updates == len(updates) == 2
     for (weights, grads), samples in zip(updates, windows):
         assert_grads_close(grads, reference_gradient(exp, weights, samples))
     assert "Final accumulation window: 2 of 4 micro-batches" in capsys.readouterr().out
-    assert [row["updates"] for row in exp.history] == [0, 2]
+    assert [row["updates"] for row in exp.state.history] == [0, 2]
 
 
 def test_early_stop_inside_a_cross_epoch_window_rescales_and_applies_it(tiny_data, tmp_path, capsys):
@@ -191,7 +194,7 @@ def test_early_stop_inside_a_cross_epoch_window_rescales_and_applies_it(tiny_dat
     exp.early_stopping.step(-1.0, -1)  # nothing will beat this: stop after the first epoch
     updates = record_updates(exp)
     exp.train("run")
-    assert len(exp.history) == 1 and exp.updates == 1
+    assert len(exp.state.history) == 1 and exp.state.updates == 1
     weights, grads = updates[0]
     assert_grads_close(grads, reference_gradient(exp, weights, exp.train_loader.sampler.order(0)))  # 2 of 5 micro-batches
     assert "Flushed the open accumulation window (2 micro-batches)" in capsys.readouterr().out
@@ -201,7 +204,7 @@ def learning_rates(exp, epochs):
     seen, step = [], exp.optimizer.step
 
     def recording(*a, **k):
-        seen.append(exp.lr())
+        seen.append(exp.trainer.lr())
         return step(*a, **k)
 
     exp.optimizer.step = recording
@@ -220,7 +223,7 @@ def test_cosine_schedule_runs_in_updates_and_is_sized_from_the_real_count(tiny_d
     small = build(data, "--model", "ResNet1D", "--batch_size", "4", "--gradient_accumulation_steps", "3", *flags)
     lrs = learning_rates(small, 3)
     total = small.policy.planned_updates()
-    assert total == len(lrs) == small.updates == 12
+    assert total == len(lrs) == small.state.updates == 12
     from utils.schedulers import warmup_cosine_factor
 
     expected = [2e-3 * warmup_cosine_factor(u, 3, total, 1e-4 / 2e-3) for u in range(total)]
@@ -250,7 +253,7 @@ def test_plateau_schedule_steps_per_epoch_and_gives_the_same_lr_at_every_update(
 
         exp.vali = worse_each_epoch
         seen, step = [], exp.optimizer.step
-        exp.optimizer.step = lambda *a, exp=exp, seen=seen, step=step, **k: (seen.append(exp.lr()), step(*a, **k))[1]
+        exp.optimizer.step = lambda *a, exp=exp, seen=seen, step=step, **k: (seen.append(exp.trainer.lr()), step(*a, **k))[1]
         exp.train("run")
         runs.append(seen)
     assert runs[0] == runs[1] == [2e-3] * 8 + [1e-3] * 4  # per epoch, after 4 + 4 updates, not per micro-batch
@@ -278,7 +281,7 @@ def test_amp_update_order_and_a_skipped_step_with_an_injected_inf(tiny_data, mon
         tiny_data("Classification"), "--model", "ResNet1D", "--batch_size", "4", "--gradient_accumulation_steps", "3",
         "--lr_scheduler", "cosine", "--max_grad_norm", "0.5", n_train=36,
     )  # fmt: skip
-    exp.scaler = torch.amp.GradScaler(exp.device.type, init_scale=2.0**10)
+    exp.scaler = exp.trainer.scaler = exp.state.components["scaler"] = torch.amp.GradScaler(exp.device.type, init_scale=2.0**10)
     log = CallLog()
     for name in ("unscale_", "update"):
         log.wrap(exp.scaler, name, f"scaler.{name}")
@@ -309,7 +312,7 @@ def test_amp_update_order_and_a_skipped_step_with_an_injected_inf(tiny_data, mon
     per_window = ["scaler.unscale_", "clip", "optimizer.step", "scaler.update", "zero_grad", "scheduler.step"]
     skipped = ["scaler.unscale_", "clip", "scaler.update", "zero_grad"]  # GradScaler skips optimizer.step
     assert log.calls == per_window + skipped + per_window
-    assert exp.updates == 2 and exp.skipped_updates == 1 and exp.scheduler.last_epoch == 2
+    assert exp.state.updates == 2 and exp.state.skipped_updates == 1 and exp.scheduler.last_epoch == 2
     assert scales == [2.0**10] * 6 + [2.0**9] * 3  # constant inside a window, halved after the inf
     np.testing.assert_array_equal(weights_at_unscale[1], weights_at_unscale[2])  # the skipped step changed nothing
     assert not np.array_equal(weights_at_unscale[0], weights_at_unscale[1])
@@ -322,7 +325,7 @@ def test_amp_bf16_on_cpu_trains_under_autocast(tiny_data):
     exp.model.head.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
     before = flat_params(exp.model)
     exp.train_epoch(0)
-    assert set(dtypes) == {torch.bfloat16} and exp.updates == 4
+    assert set(dtypes) == {torch.bfloat16} and exp.state.updates == 4
     after = flat_params(exp.model)
     assert np.isfinite(after).all() and not np.array_equal(before, after)
     assert all(p.dtype == torch.float32 for p in exp.model.parameters())  # master weights stay fp32
@@ -359,7 +362,7 @@ def test_a_non_finite_loss_discards_its_whole_window_and_never_touches_the_weigh
 
     exp.optimizer.step = recording_step
     exp.train_epoch(0)
-    assert exp.updates == 2 and exp.bad_windows == 1 and exp.consecutive_bad == 0
+    assert exp.state.updates == 2 and exp.state.bad_windows == 1 and exp.state.consecutive_bad_windows == 0
     assert calls["n"] == 8  # micro-batch 6 of the bad window was not even computed
     assert "non-finite loss in epoch 1, micro-batch 5" in capsys.readouterr().out
     assert len(before_after) == 2  # windows 1 and 3 stepped
@@ -390,7 +393,7 @@ def test_logged_train_loss_is_the_mean_per_sample_loss_of_the_epoch(tiny_data, t
 
     exp.criterion.forward = spy
     exp.train("run")
-    row = exp.history[0]
+    row = exp.state.history[0]
     assert row["train_loss"] == pytest.approx(float(torch.cat(seen).mean()), rel=1e-12)
     assert (row["micro_batches"], row["updates"], row["effective_batch_size"]) == (12, 4, 12)
 
@@ -411,7 +414,7 @@ def test_early_stop_inside_a_window_that_went_bad_discards_it(tiny_data, tmp_pat
     before = flat_params(exp.model)
     exp.train("run")
     np.testing.assert_array_equal(before, flat_params(exp.model))
-    assert exp.updates == 0 and exp.bad_windows == 1 and exp.window_bad is None
+    assert exp.state.updates == 0 and exp.state.bad_windows == 1 and exp.state.window_bad is None
     assert "accumulation window discarded" in capsys.readouterr().out
     assert torch.load(tmp_path / "ckpt" / "run" / "last.pt", weights_only=True)["window_bad"] is None
 
@@ -423,5 +426,5 @@ def test_the_flushed_update_of_an_early_stop_is_in_the_history(tiny_data, tmp_pa
     )  # fmt: skip
     exp.early_stopping.step(-1.0, -1)
     exp.train("run")
-    assert exp.updates == 1
-    assert exp.history[-1]["updates"] == exp.history[-1]["total_updates"] == 1
+    assert exp.state.updates == 1
+    assert exp.state.history[-1]["updates"] == exp.state.history[-1]["total_updates"] == 1

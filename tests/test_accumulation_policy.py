@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from exp.accumulation import AccumulationPolicy, auto_steps, resolve_steps
+from exp.accumulation import AccumulationPolicy, auto_steps, plan_accumulation
+from utils.errors import UserError
 
 
 def run_stream(policy, epochs):
@@ -102,21 +103,45 @@ def test_state_dict_round_trip_mid_window():
     assert got == reference
 
 
-def test_state_dict_refuses_other_steps():
-    state = AccumulationPolicy(2, lambda e: [1], num_epochs=1).state_dict()
-    with pytest.raises(ValueError, match="steps=2"):
-        AccumulationPolicy(4, lambda e: [1], num_epochs=1).load_state_dict(state)
+def test_state_dict_refuses_other_steps_inside_an_epoch_and_accepts_them_at_its_end():
+    policy = AccumulationPolicy(2, lambda e: [1] * 4, num_epochs=3)
+    policy.next()
+    with pytest.raises(ValueError, match="inside an epoch with steps=2"):
+        AccumulationPolicy(4, lambda e: [1] * 4, num_epochs=3).load_state_dict(policy.state_dict())
+    for _ in range(3):
+        policy.next()
+    other = AccumulationPolicy(4, lambda e: [1] * 4, num_epochs=3)
+    other.load_state_dict(policy.state_dict())  # epoch boundary, no open window: the new steps apply
+    assert (other.steps, other.epoch, other.batch) == (4, 1, 0) and other.next().window_length == 4
 
 
 @pytest.mark.parametrize("batch_size, expected", [(1, 4), (3, 4), (4, 2), (7, 2), (8, 1), (64, 1)])
 def test_auto_rule(batch_size, expected):
     assert auto_steps(batch_size) == expected
-    assert resolve_steps(batch_size, None, auto=True) == (expected, "auto")
+    plan = plan_accumulation(batch_size, None, auto=True, target=None)
+    assert (plan.steps, plan.mode) == (expected, "auto")
 
 
 def test_default_is_one_step_and_explicit_steps_are_manual():
-    assert resolve_steps(2, None, auto=False) == (1, "manual")
-    assert resolve_steps(16, 4, auto=False) == (4, "manual")
+    assert (plan_accumulation(2, None, False, None).steps, plan_accumulation(2, None, False, None).mode) == (1, "manual")
+    assert plan_accumulation(16, 4, False, None, world_size=2).effective_batch_size == 128
+
+
+@pytest.mark.parametrize("target, batch, world, steps, effective", [
+    (32, 4, 1, 8, 32), (32, 4, 2, 4, 32), (32, 4, 4, 2, 32), (32, 4, 3, 3, 36), (8, 8, 1, 1, 8), (33, 4, 2, 5, 40),
+])  # fmt: skip
+def test_target_batch_size_sets_steps_to_ceil_of_target_over_micro_batch_times_processes(target, batch, world, steps, effective):
+    plan = plan_accumulation(batch, None, False, target, world_size=world)
+    assert (plan.steps, plan.effective_batch_size, plan.mode) == (steps, effective, "target")
+    assert steps == math.ceil(target / (batch * world))
+    assert (plan.note() is None) == (effective == target)
+    if plan.note():
+        assert f"effective batch {effective}, not --target_batch_size {target}" in plan.note()
+
+
+def test_target_below_one_micro_batch_per_process_is_refused():
+    with pytest.raises(UserError, match="--target_batch_size 6 is smaller than one micro-batch per process"):
+        plan_accumulation(4, None, False, 6, world_size=2)
 
 
 @pytest.mark.parametrize("n, k", [(1, 1), (7, 2), (8, 2), (10, 3), (5, 8)])

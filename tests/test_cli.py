@@ -71,13 +71,13 @@ def test_help_lists_the_groups_and_the_presets():
 def test_out_of_memory_is_one_line_that_suggests_accumulation(tmp_path, monkeypatch, capsys):
     import torch
 
-    import exp.exp
+    import exp.trainer
     from run import main
 
     def no_memory(self, batch, step):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(exp.exp.Exp, "_micro_step", no_memory)
+    monkeypatch.setattr(exp.trainer.Trainer, "_micro_step", no_memory)
     flags = ["--sim_days", "1", "--step", "32", "--d_model", "16", "--n_heads", "2", "--progress", "none", "--batch_size", "64"]
     assert main([*flags, "--checkpoints", str(tmp_path / "c"), "--results", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -85,14 +85,47 @@ def test_out_of_memory_is_one_line_that_suggests_accumulation(tmp_path, monkeypa
 
 
 def test_runs_that_differ_in_training_stride_or_temporal_branch_get_their_own_folders():
+    from exp.accumulation import plan_accumulation
     from run import build_parser, run_name, validate
 
     def name(*flags):
         parser = build_parser()
         args = parser.parse_args(list(flags))
         validate(parser, args)
-        return run_name(args, 1, 0)
+        return run_name(args, plan_accumulation(args.batch_size, None, False, None), 0)
 
     plain, dense, image_only = name(), name("--train_stride", "12"), name("--no_temporal")
     assert len({plain, dense, image_only}) == 3
     assert plain == "ahu_DualGAFNet_DualGAF_sl96_bs32_ga1_lr0.002_hvac_similar_optimized_seed2021_Exp_0"  # default names unchanged
+
+
+def test_every_flag_declares_its_role_and_the_derived_lists_follow_the_declarations():
+    from run import LAYOUT, RECIPE, RUN, build_parser, flag_table, flags_with_role
+
+    parser = build_parser()
+    dests = {action.dest for action in parser._actions if action.dest != "help"}
+    assert dests == set(flag_table())  # no flag added around add()
+    assert {flag.role for flag in flag_table().values()} <= {RECIPE, LAYOUT, RUN}
+    recipe = set(flags_with_role(RECIPE))
+    assert {"model", "learning_rate", "dropout", "cross_epoch_accumulation", "loss_preset"} <= recipe
+    layout = {"batch_size", "gradient_accumulation_steps", "enable_auto_gradient_accumulation", "target_batch_size"}
+    assert layout == set(flags_with_role(LAYOUT))
+    assert not recipe & {"device", "num_workers", "progress", "checkpoints", "resume", "dist_backend", "dist_timeout"}
+
+
+def test_run_name_parts_come_from_the_flag_declarations_and_follow_the_effective_batch_recipe():
+    from exp.accumulation import plan_accumulation
+    from run import build_parser, run_name, validate
+
+    def name(world, *flags):
+        parser = build_parser()
+        args = parser.parse_args(["--batch_size", "4", *flags])
+        validate(parser, args)
+        plan = plan_accumulation(args.batch_size, args.gradient_accumulation_steps, False, args.target_batch_size, world)
+        return run_name(args, plan, 0)
+
+    plain = "ahu_DualGAFNet_DualGAF_sl96_bs4_ga2_lr0.002_hvac_similar_optimized_seed2021_Exp_0"
+    assert name(1, "--gradient_accumulation_steps", "2") == plain
+    assert "_bs4_ga2_np2_lr" in name(2, "--gradient_accumulation_steps", "2")  # another effective batch: another run
+    on_one, on_two = name(1, "--target_batch_size", "16"), name(2, "--target_batch_size", "16")
+    assert on_one == on_two and "_bs4_tb16_lr" in on_one  # the same recipe on 1 or 2 processes: the same run

@@ -40,19 +40,19 @@ def data():
 
 def interrupt_after(exp, micro_steps):
     """Deliver 'SIGINT' right after the given number of micro-steps."""
-    original, count = exp._micro_step, {"n": 0}
+    original, count = exp.trainer._micro_step, {"n": 0}
 
     def counting(batch, step):
         original(batch, step)
         count["n"] += 1
         if count["n"] == micro_steps:
-            exp.stop.signum = signal.SIGINT
+            exp.trainer.stop.signum = signal.SIGINT
 
-    exp._micro_step = counting
+    exp.trainer._micro_step = counting
 
 
 def final_state(exp):
-    return [p.detach().clone() for p in exp.model.parameters()], exp.history
+    return [p.detach().clone() for p in exp.model.parameters()], exp.state.history
 
 
 @pytest.mark.parametrize("mode", ["flush", "cross_epoch"])
@@ -71,7 +71,7 @@ def test_resume_from_any_micro_step_is_bitwise_identical(tmp_path, data, mode, s
     saved = torch.load(tmp_path / "cut" / "ckpt" / "run" / "last.pt", weights_only=True)
     assert not saved["finished"]
     if stop_at in (2, 14) or (mode == "cross_epoch" and stop_at == 10):
-        assert saved["accumulation"]["position"] > 0 and saved["grads"] is not None  # really mid-window
+        assert saved["accumulation"]["position"] > 0 and saved["processes"][0]["grads"] is not None  # really mid-window
 
     second = new_exp(tmp_path / "cut", data, *extra, "--resume", "auto")
     second.train("run")
@@ -79,18 +79,18 @@ def test_resume_from_any_micro_step_is_bitwise_identical(tmp_path, data, mode, s
     assert all(torch.equal(a, b) for a, b in zip(got_weights, want_weights))
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(got_history) == strip(want_history)
-    assert second.updates == reference.updates
+    assert second.state.updates == reference.state.updates
 
 
 def test_save_every_updates_writes_resumable_checkpoints_at_update_boundaries(tmp_path, data, monkeypatch):
-    import exp.exp as exp_module
+    import exp.state as state_module
 
     saves = []
-    original = exp_module.atomic_save
+    original = state_module.atomic_save
     monkeypatch.setattr(
-        exp_module,
+        state_module,
         "atomic_save",
-        lambda state, path: (saves.append((path.name, state["updates"], state["grads"])), original(state, path))[1],
+        lambda state, path: (saves.append((path.name, state["updates"], state["processes"][0]["grads"])), original(state, path))[1],
     )
     exp = new_exp(tmp_path, data, "--save_every_updates", "2", "--train_epochs", "1")
     exp.train("run")
@@ -99,13 +99,27 @@ def test_save_every_updates_writes_resumable_checkpoints_at_update_boundaries(tm
     assert all(grads is None for _, _, grads in mid)  # taken right after an update: no partial window
 
 
-def test_resume_refuses_a_checkpoint_from_another_batch_size(tmp_path, data):
+def test_resume_refuses_a_checkpoint_of_another_effective_batch(tmp_path, data):
     from utils.errors import UserError
 
     new_exp(tmp_path, data, "--train_epochs", "1").train("run")
-    other = make_args(*FLAGS, "--batch_size", "8", "--resume", str(tmp_path / "ckpt" / "run" / "last.pt"), tmp=tmp_path)
-    with pytest.raises(UserError, match="--batch_size 4, this run has --batch_size 8"):
+    path = str(tmp_path / "ckpt" / "run" / "last.pt")
+    other = make_args(*FLAGS, "--train_epochs", "1", "--batch_size", "8", "--resume", path, tmp=tmp_path)
+    with pytest.raises(UserError, match="micro-batch 4 x 3 steps x 1 process.* effective batch 12; this run has micro-batch 8 .*"
+                       "effective batch 24: keep the effective batch, e.g. --target_batch_size 12"):  # fmt: skip
         Exp(other, data).train("other")
+
+
+def test_resume_inside_an_epoch_refuses_another_micro_batch_layout_even_with_the_same_effective_batch(tmp_path, data):
+    from utils.errors import UserError
+
+    first = new_exp(tmp_path, data)
+    interrupt_after(first, 4)
+    with pytest.raises(Interrupted):
+        first.train("run")
+    other = make_args(*FLAGS, "--batch_size", "6", "--gradient_accumulation_steps", "2", "--resume", "auto", tmp=tmp_path)
+    with pytest.raises(UserError, match="written inside an epoch with micro-batch 4 x 3 steps .* resume it with the same"):
+        Exp(other, data).train("run")
 
 
 def test_resuming_a_finished_run_only_tests(tmp_path, data, capsys):
@@ -115,7 +129,7 @@ def test_resuming_a_finished_run_only_tests(tmp_path, data, capsys):
     again.train("run")
     assert "training had already finished after 1 epochs" in capsys.readouterr().out
     assert all(torch.equal(saved[name], value) for name, value in again.model.state_dict().items())
-    assert len(again.history) == 1
+    assert len(again.state.history) == 1
 
 
 def launch(tmp_path, *flags):
@@ -147,7 +161,7 @@ def test_a_signal_writes_a_resumable_checkpoint_and_resume_finishes(tmp_path, si
     assert "resumable checkpoint written" in err and "--resume auto" in err and "Traceback" not in err
     run = next((tmp_path / "ckpt").iterdir())
     state = torch.load(run / "last.pt", weights_only=True)
-    assert not state["finished"] and state["epoch"] == 0 and state["meter"]["micro_batches"] > 0
+    assert not state["finished"] and state["epoch"] == 0 and state["processes"][0]["meter"]["micro_batches"] > 0
     resumed = launch(tmp_path, "--resume", "auto")
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
@@ -176,9 +190,9 @@ def test_resume_refuses_a_checkpoint_without_the_training_state(tmp_path, data):
     new_exp(tmp_path, data, "--train_epochs", "1").train("run")
     path = tmp_path / "ckpt" / "run" / "last.pt"
     state = torch.load(path, weights_only=True)
-    del state["rng"], state["meter"]
+    del state["processes"], state["early_stopping"]
     atomic_save(state, path)
-    with pytest.raises(UserError, match="lacks meter, rng"):
+    with pytest.raises(UserError, match="lacks early_stopping, processes"):
         new_exp(tmp_path, data, "--train_epochs", "1", "--resume", "auto").train("run")
 
 
@@ -192,6 +206,6 @@ def test_resume_on_cuda_continues_a_run_interrupted_mid_window(tmp_path, data):
     second.train("run")
     reference = new_exp(tmp_path / "ref", data, "--device", "cuda")
     reference.train("run")
-    assert second.updates == reference.updates and len(second.history) == 3
+    assert second.state.updates == reference.state.updates and len(second.state.history) == 3
     for a, b in zip(second.model.parameters(), reference.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # GPU kernels may round differently

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import exp.exp as exp_module
+import exp.state as state_module
 import utils.outputs as outputs_module
 from run import main
 from tests.conftest import ROOT, TINY
@@ -133,16 +134,16 @@ def test_a_malicious_checkpoint_is_refused_and_runs_nothing(tmp_path, capsys):
 def test_disk_full_or_permission_lost_names_the_path_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch, target, exc):
     calls = {"n": 0}
     if target == "checkpoint":
-        real = exp_module.Exp._write_checkpoint
+        real = state_module.atomic_save
 
-        def failing(self, path, grads):
+        def failing(state, path):
             if path.name == "last.pt":
                 calls["n"] += 1
                 if calls["n"] == 2:  # epoch 2's last.pt; epoch 1's stays
                     raise exc
-            return real(self, path, grads)
+            return real(state, path)
 
-        monkeypatch.setattr(exp_module.Exp, "_write_checkpoint", failing)
+        monkeypatch.setattr(state_module, "atomic_save", failing)
     else:
         real = outputs_module.atomic_write
 

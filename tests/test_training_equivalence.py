@@ -62,7 +62,7 @@ def test_each_update_is_the_mean_gradient_of_its_window(tiny_data, n_train, expe
     )  # fmt: skip
     updates = record_updates(exp)
     exp.train_epoch(0)
-    assert exp.updates == len(updates) == 4
+    assert exp.state.updates == len(updates) == 4
     order = exp.train_loader.sampler.order(0)
     start = 0
     for (weights, grads), size in zip(updates, expected_windows):
@@ -82,13 +82,13 @@ def test_parameters_do_not_move_inside_a_window(tiny_data):
         tiny_data("Classification"), "--model", "ResNet1D", "--batch_size", "4", "--gradient_accumulation_steps", "3", n_train=36
     )
     snapshots = []
-    original = exp._micro_step
+    original = exp.trainer._micro_step
 
     def spy(batch, step):
         snapshots.append((step.position, flat_params(exp.model)))
         original(batch, step)
 
-    exp._micro_step = spy
+    exp.trainer._micro_step = spy
     exp.train_epoch(0)
     for (pos_a, a), (pos_b, b) in zip(snapshots, snapshots[1:]):
         if pos_b > pos_a:  # same window: no update in between
@@ -109,7 +109,7 @@ def test_small_micro_batches_end_the_epoch_like_one_large_batch(tiny_data, data_
     for batch_size, steps in [(8, 1), (4, 2), (2, 4)]:
         exp = build_exp(data, "--model", model, "--batch_size", str(batch_size), "--gradient_accumulation_steps", str(steps), n_train=45)
         exp.train_epoch(0)
-        assert exp.updates == 6  # ceil(45 / 8)
+        assert exp.state.updates == 6  # ceil(45 / 8)
         finals.append(flat_params(exp.model))
     for other in finals[1:]:
         assert np.linalg.norm(other - finals[0]) / np.linalg.norm(finals[0]) < 1e-5
@@ -119,7 +119,7 @@ def test_auto_accumulation_matches_its_rule_and_prints_the_plan(tiny_data, capsy
     exp = build_exp(
         tiny_data("Classification"), "--model", "ResNet1D", "--batch_size", "2", "--enable_auto_gradient_accumulation", n_train=45
     )
-    assert (exp.steps, exp.steps_mode) == (4, "auto")
+    assert (exp.plan.steps, exp.plan.mode) == (4, "auto")
     print(exp.describe())
     out = capsys.readouterr().out
     assert "micro-batch 2 x 4 accumulation steps = effective batch 8" in out

@@ -11,11 +11,6 @@ from pathlib import Path
 from utils.checkpoint import atomic_write
 from utils.errors import OutputError, UserError
 
-HISTORY_COLUMNS = (
-    "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr",
-    "updates", "total_updates", "micro_batches", "effective_batch_size", "accumulation_steps", "seconds",
-)  # fmt: skip
-
 
 def ensure_dir(path: Path, flag: str) -> Path:
     """Create an output folder, or fail with the flag's name when it cannot be written."""
@@ -49,9 +44,11 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def write_history(path: Path, rows: list[dict]) -> None:
-    lines = [",".join(HISTORY_COLUMNS)]
+    """One line per epoch; the columns are the keys of the rows the loop builds (one source)."""
+    columns = list(rows[0]) if rows else []
+    lines = [",".join(columns)]
     for row in rows:
-        lines.append(",".join(_fmt(row.get(col, "")) for col in HISTORY_COLUMNS))
+        lines.append(",".join(_fmt(row.get(col, "")) for col in columns))
     _atomic_write_text(path, "\n".join(lines) + "\n")
 
 

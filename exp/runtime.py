@@ -1,0 +1,239 @@
+"""The processes a run is made of: one (``python run.py``) or several (``torchrun ... run.py``).
+
+The training loop talks to one small object: its rank, whether it is the one process that
+writes files and prints, the context that keeps a backward pass local (``no_sync``), and a few
+collectives (agree on flags, gather, broadcast, sum). ``SingleProcess`` does nothing at all:
+a plain run creates no process group. ``Distributed`` uses ``torch.distributed`` and
+``DistributedDataParallel`` as they are; every collective runs under ``--dist_timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import os
+import re
+
+import torch
+
+from utils.errors import OutputError, UserError
+from utils.outputs import writing
+
+# torchrun sets these for every worker it starts.
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+class PeerFailure(Exception):
+    """Another process of the run crashed, hung past --dist_timeout or lost its connection."""
+
+    exit_code = 4
+
+    def __init__(self, exc: BaseException, timeout_s: float):
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        super().__init__(
+            f"error: another process of this run failed or did not answer within --dist_timeout {timeout_s:g} s ({detail}); "
+            "the last complete checkpoint is kept, continue with --resume auto"
+        )
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """A communication error (gloo and NCCL raise plain RuntimeErrors), not a bug of ours."""
+    dist_error = getattr(torch.distributed, "DistError", ())
+    if dist_error and isinstance(exc, dist_error):
+        return True
+    return isinstance(exc, RuntimeError) and bool(
+        re.search(r"gloo|nccl|Connection (closed|reset)|[Tt]imed out|[Tt]imeout|ProcessGroup|Broken pipe", str(exc))
+    )
+
+
+class SingleProcess:
+    """One process: every method is the identity or does nothing."""
+
+    rank, world_size, local_rank, distributed = 0, 1, 0, False
+    sync_every_micro_batch = False  # only DDP with unused parameters needs it
+
+    @property
+    def is_writer(self) -> bool:
+        """The one process that writes checkpoints, results and the progress bar."""
+        return self.rank == 0
+
+    def device(self, requested: str) -> torch.device:
+        from exp.exp import resolve_device
+
+        return resolve_device(requested)
+
+    def wrap(self, model: torch.nn.Module, probe=None) -> torch.nn.Module:
+        return model
+
+    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model
+
+    def sync_context(self, model, sync: bool):
+        """Inside: forward and backward stay local (no gradient all-reduce) unless ``sync``."""
+        return contextlib.nullcontext()
+
+    def agree(self, *values: int) -> tuple[int, ...]:
+        """The maximum of each value over all processes: one decision everywhere."""
+        return values
+
+    def sum(self, values: list[float]) -> list[float]:
+        return list(values)
+
+    def gather(self, obj) -> list:
+        """Every process's ``obj``, in rank order, on every process."""
+        return [obj]
+
+    def gather_to_writer(self, obj) -> list | None:
+        """Every process's ``obj`` on the writer (None elsewhere)."""
+        return [obj]
+
+    def from_writer(self, fn):
+        """Run ``fn`` on the writer and hand its result to every process; a UserError it
+        raises is raised on every process."""
+        return fn()
+
+    def write(self, path, fn) -> None:
+        """Run ``fn`` (which writes ``path``) on the writer only; every process learns whether it
+        failed, so none waits for a process that has stopped."""
+        failure = None
+        if self.is_writer:
+            try:
+                with writing(path):
+                    fn()
+            except OutputError as exc:
+                failure = exc
+        (failed,) = self.agree(int(failure is not None))
+        if failure is not None:
+            raise failure
+        if failed:
+            raise OutputError(path, OSError(errno.EIO, "the writing process (rank 0) could not write it"))
+
+    def average_gradients(self, params) -> None:
+        """All-reduce gradients outside DDP's backward (a window cut short before its sync step)."""
+
+    def close(self) -> None:
+        pass
+
+
+class Distributed(SingleProcess):
+    """Several processes started by torchrun (one node or several)."""
+
+    distributed = True
+
+    def __init__(self, backend: str, timeout_s: float, device_request: str):
+        import torch.distributed as dist
+
+        self.dist = dist
+        self.rank, self.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self._device = self._pick_device(device_request, backend)
+        if backend == "auto":
+            backend = "nccl" if self._device.type == "cuda" else "gloo"
+        self.backend = backend
+        self.timeout = datetime.timedelta(seconds=timeout_s)
+        if self._device.type == "cuda":
+            torch.cuda.set_device(self._device)
+        kwargs = {"device_id": self._device} if self._device.type == "cuda" else {}
+        dist.init_process_group(backend, timeout=self.timeout, **kwargs)
+        # Gradient-free collectives (flags, gathers) go through gloo on the CPU whatever the
+        # backend: they are tiny, and NCCL would need a device copy and a stream sync for each.
+        self.cpu_group = dist.new_group(backend="gloo", timeout=self.timeout) if backend != "gloo" else None
+
+    def _pick_device(self, requested: str, backend: str) -> torch.device:
+        cuda = torch.cuda.is_available()
+        if backend == "nccl" and requested == "cpu":
+            raise UserError("--dist_backend nccl needs CUDA devices, not --device cpu (use --dist_backend gloo)")
+        if requested == "cpu" or (requested == "auto" and not cuda):
+            return torch.device("cpu")
+        if requested.startswith("cuda:") or requested == "mps":
+            raise UserError(f"--device {requested}: under torchrun every process takes its own GPU (LOCAL_RANK); use --device cuda or auto")
+        if not cuda:
+            raise UserError(f"--device {requested}: CUDA is not available on this machine (use --device cpu)")
+        if self.local_rank >= torch.cuda.device_count():
+            raise UserError(f"torchrun started {self.local_rank + 1}+ processes on a node with {torch.cuda.device_count()} GPU(s)")
+        return torch.device("cuda", self.local_rank)
+
+    def device(self, requested: str) -> torch.device:
+        return self._device
+
+    def wrap(self, model, probe=None):
+        """DDP around the model. ``probe()`` runs one forward/backward on the bare model: a
+        parameter left without a gradient means DDP must look for unused parameters, and
+        then every micro-batch syncs (a ``no_sync`` window would not know which parameters
+        the whole window used)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        unused = probe is not None and probe(model)
+        self.sync_every_micro_batch = bool(unused)
+        ids = [self._device.index] if self._device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=bool(unused))
+
+    def unwrap(self, model):
+        return getattr(model, "module", model)
+
+    def sync_context(self, model, sync: bool):
+        return contextlib.nullcontext() if sync else model.no_sync()
+
+    def agree(self, *values: int) -> tuple[int, ...]:
+        flags = torch.tensor(values, dtype=torch.int64)
+        self._on_cpu(self.dist.all_reduce, flags, op=self.dist.ReduceOp.MAX)
+        return tuple(int(v) for v in flags)
+
+    def sum(self, values: list[float]) -> list[float]:
+        total = torch.tensor(values, dtype=torch.float64)
+        self._on_cpu(self.dist.all_reduce, total)
+        return total.tolist()
+
+    def gather(self, obj) -> list:
+        out = [None] * self.world_size
+        self._on_cpu(self.dist.all_gather_object, out, obj)
+        return out
+
+    def gather_to_writer(self, obj) -> list | None:
+        out = [None] * self.world_size if self.is_writer else None
+        self._on_cpu(self.dist.gather_object, obj, out, dst=0)
+        return out
+
+    def from_writer(self, fn):
+        box = [None]
+        if self.is_writer:
+            try:
+                box[0] = ("ok", fn())
+            except UserError as exc:
+                box[0] = ("error", str(exc))
+        self._on_cpu(self.dist.broadcast_object_list, box, src=0)
+        kind, value = box[0]
+        if kind == "error":
+            raise UserError(value)
+        return value
+
+    def average_gradients(self, params) -> None:
+        for p in params:
+            if p.grad is not None:
+                self.dist.all_reduce(p.grad)
+                p.grad.div_(self.world_size)
+
+    def _on_cpu(self, collective, *args, **kwargs):
+        if self.cpu_group is not None:
+            kwargs["group"] = self.cpu_group
+        collective(*args, **kwargs)
+
+    def close(self) -> None:
+        if self.dist.is_initialized():
+            with contextlib.suppress(Exception):  # the group may be broken already (a peer died)
+                self.dist.destroy_process_group()
+
+
+def start_runtime(args) -> SingleProcess:
+    """A process group when torchrun started several processes, else the single-process runtime."""
+    if args.dist_backend == "nccl" and not torch.cuda.is_available():
+        raise UserError("--dist_backend nccl: CUDA is not available on this machine (use --dist_backend gloo)")
+    from run import launched_world_size
+
+    if launched_world_size() == 1:
+        return SingleProcess()
+    missing = [name for name in TORCHRUN_ENV if name not in os.environ]
+    if missing:
+        raise UserError(f"WORLD_SIZE is set but {', '.join(missing)} not: start several processes with torchrun")
+    return Distributed(args.dist_backend, args.dist_timeout, args.device)

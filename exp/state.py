@@ -1,0 +1,218 @@
+"""The training state and its checkpoints: ``TrainingState.state_dict()`` *is* the checkpoint.
+
+The state has a replicated part (the same on every process: weights, optimizer, scheduler,
+GradScaler, accumulation policy, early stopping, counters, history) and one part per process
+(the partial gradients of an open accumulation window, the epoch's running statistics of its
+share, its random-number states). The writer gathers every process's part into the one file;
+on resume each process takes its own back.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils.checkpoint import atomic_save, load_checkpoint
+from utils.errors import UserError
+from utils.rng import capture_rng, restore_rng
+
+
+class EpochMeter:
+    """Running statistics of this process's share of the epoch in progress, kept on the device
+    (no sync per micro-batch)."""
+
+    def __init__(self, device):
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.weight = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.samples = 0
+        self.micro_batches = 0  # done in this epoch, including skipped ones
+        self.updates = 0
+        self.seconds = 0.0  # of this epoch before the current process took over (resume)
+
+    def add(self, losses, weights, logits, labels) -> None:
+        losses = losses.detach().double()
+        if weights is None:
+            self.loss += losses.sum()
+            self.weight += losses.numel()
+        else:
+            self.loss += (losses * weights.double()).sum()
+            self.weight += weights.double().sum()
+        self.correct += (logits.detach().argmax(-1) == labels).sum()
+        self.samples += labels.numel()
+
+    def totals(self) -> list[float]:
+        """Loss, weight, correct and samples: summed over processes, they give the epoch's figures."""
+        return [float(self.loss), float(self.weight), float(self.correct), float(self.samples)]
+
+    def mean_loss(self) -> float:
+        """Mean per-sample loss so far (class-weighted mean when class weights are on)."""
+        return mean_loss(self.totals())
+
+    def accuracy(self) -> float:
+        return accuracy(self.totals())
+
+    def state_dict(self) -> dict:
+        return {"loss": float(self.loss), "weight": float(self.weight), "correct": int(self.correct), "samples": self.samples,
+                "micro_batches": self.micro_batches, "updates": self.updates, "seconds": self.seconds}  # fmt: skip
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss.fill_(state["loss"])
+        self.weight.fill_(state["weight"])
+        self.correct.fill_(state["correct"])
+        self.samples, self.micro_batches, self.updates = state["samples"], state["micro_batches"], state["updates"]
+        self.seconds = state["seconds"]
+
+
+def mean_loss(totals: list[float]) -> float:
+    loss, weight, _, samples = totals
+    return loss / weight if samples else math.nan
+
+
+def accuracy(totals: list[float]) -> float:
+    _, _, correct, samples = totals
+    return correct / samples if samples else math.nan
+
+
+class TrainingState:
+    """Counters, history and the stateful parts of training, saved and restored as one."""
+
+    # Plain values saved under their own names; together with the components they are the checkpoint.
+    COUNTERS = ("epoch", "finished", "updates", "skipped_updates", "bad_windows", "consecutive_bad_windows", "window_bad",
+                "train_seconds", "history")  # fmt: skip
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, **components):
+        self.model, self.device = model, device
+        self.components = components  # name -> object with state_dict()/load_state_dict(), or None
+        self.epoch = 0  # epoch in progress (= epochs completed at an epoch boundary)
+        self.finished = False
+        self.updates = 0
+        self.skipped_updates = 0  # AMP found inf/nan and skipped the step
+        self.bad_windows = 0  # windows discarded for a non-finite loss or gradient
+        self.consecutive_bad_windows = 0
+        self.window_bad: str | None = None  # why the open window will be discarded (agreed by every process)
+        self.train_seconds = 0.0
+        self.history: list[dict] = []
+        self.meter = EpochMeter(device)
+
+    def keys(self) -> tuple[str, ...]:
+        """What a resumable checkpoint holds (derived, so the save and the restore never drift)."""
+        return ("model", *self.components, *self.COUNTERS, "processes")
+
+    def new_epoch(self, epoch: int) -> None:
+        self.epoch, self.meter = epoch, EpochMeter(self.device)
+
+    def process_state(self, loader_generator: torch.Generator | None) -> dict:
+        """This process's own part: partial gradients of the open window, running statistics, RNG."""
+        grads = [None if p.grad is None else p.grad.detach().cpu().clone() for p in self.model.parameters()]
+        return {
+            "grads": grads if any(g is not None for g in grads) else None,
+            "meter": self.meter.state_dict(),
+            "rng": capture_rng(loader_generator, cuda=self.device.type == "cuda"),
+        }
+
+    def state_dict(self, processes: list[dict]) -> dict:
+        components = {name: None if part is None else part.state_dict() for name, part in self.components.items()}
+        counters = {name: getattr(self, name) for name in self.COUNTERS}
+        return {"model": self.model.state_dict(), **components, **counters, "processes": processes}
+
+    def load_state_dict(self, state: dict, rank: int, world_size: int, loader_generator: torch.Generator | None) -> bool:
+        """Restore everything. This process takes its own part back when the number of processes
+        is unchanged and returns True; after an epoch-boundary resume on another number of
+        processes there are no partial gradients, and it takes the first process's RNG states
+        (the caller gives it a seed of its own)."""
+        for name, part in self.components.items():
+            if part is not None:
+                part.load_state_dict(state[name])
+        for name in self.COUNTERS:
+            setattr(self, name, state[name])
+        processes = state["processes"]
+        own = len(processes) == world_size
+        mine = processes[rank] if own else processes[0]
+        restore_rng(mine["rng"], loader_generator)
+        if own:
+            self.meter.load_state_dict(mine["meter"])
+            if mine["grads"] is not None:
+                for p, g in zip(self.model.parameters(), mine["grads"]):
+                    p.grad = None if g is None else g.to(device=p.device, dtype=p.dtype)
+        return own
+
+
+class Checkpoints:
+    """Writes the state (gathered from every process, written by one) and reads it back."""
+
+    def __init__(self, state: TrainingState, runtime, loader_generator, meta: dict):
+        self.state, self.runtime, self.loader_generator = state, runtime, loader_generator
+        self.meta = meta  # what the file also says about the run: classes, channels, data, args, layout
+
+    def save(self, path: Path) -> None:
+        everyone = self.runtime.gather_to_writer(self.state.process_state(self.loader_generator))
+        self.runtime.write(path, lambda: atomic_save({**self.state.state_dict(everyone), **self.meta}, path))
+
+    def read(self, path: Path) -> dict:
+        """A checkpoint read by the writer and handed to every process (no shared disk needed)."""
+        return self.runtime.from_writer(lambda: load_checkpoint(path))
+
+
+def check_model(state: dict, path: Path, model_name: str, class_names: list[str]) -> None:
+    saved = state.get("args", {})
+    if saved.get("model") != model_name:
+        raise UserError(f"checkpoint {path} holds a {saved.get('model')} model, not {model_name}")
+    if state.get("class_names") != list(class_names):
+        raise UserError(
+            f"checkpoint {path} was trained on other classes ({len(state.get('class_names') or [])} vs {len(class_names)} here)"
+        )
+
+
+def check_resumable(state: dict, path: Path, args, plan, fingerprint: str, keys: tuple[str, ...]) -> None:
+    """Refuse, naming the flag, a checkpoint that this run cannot continue exactly."""
+    from run import RECIPE, flags_with_role
+
+    missing = [key for key in (*keys, "layout") if key not in state]
+    if missing:
+        raise UserError(f"--resume: {path} lacks {', '.join(missing)}: it is not a resumable checkpoint of this version")
+    saved = state["args"]
+    for flag in flags_with_role(RECIPE):
+        if flag not in saved:
+            raise UserError(f"--resume: {path} was written by an older version without --{flag}; start a new run")
+        if saved[flag] != getattr(args, flag):
+            raise UserError(f"--resume: {path} was written with --{flag} {saved[flag]}, this run has --{flag} {getattr(args, flag)}")
+    if state.get("data_fingerprint") != fingerprint:
+        raise UserError(f"--resume: {path} was trained on other windows than this run's data")
+    check_layout(state["layout"], state["accumulation"], path, plan)
+
+
+def layout_of(plan) -> dict:
+    return {"batch_size": plan.batch_size, "steps": plan.steps, "world_size": plan.world_size,
+            "effective_batch_size": plan.effective_batch_size}  # fmt: skip
+
+
+def describe_layout(layout: dict) -> str:
+    return (f"micro-batch {layout['batch_size']} x {layout['steps']} steps x {layout['world_size']} process(es) "
+            f"= effective batch {layout['effective_batch_size']}")  # fmt: skip
+
+
+def check_layout(saved: dict, policy: dict, path: Path, plan) -> None:
+    """The effective batch must be kept. Inside an epoch the micro-batch layout must also be the
+    same (the stream position counts global micro-batches); at an epoch boundary the steps may be
+    recomputed for another micro-batch or number of processes."""
+    now = layout_of(plan)
+    inside_epoch = policy["batch"] != 0 or policy["position"] != 0
+    if inside_epoch and any(saved[k] != now[k] for k in ("batch_size", "steps", "world_size")):
+        raise UserError(
+            f"--resume: {path} was written inside an epoch with {describe_layout(saved)}; this run has {describe_layout(now)}: "
+            "resume it with the same --batch_size, steps and number of processes, or from an epoch-boundary checkpoint"
+        )
+    if saved["effective_batch_size"] != now["effective_batch_size"]:
+        raise UserError(
+            f"--resume: {path} was trained with {describe_layout(saved)}; this run has {describe_layout(now)}: keep the "
+            f"effective batch, e.g. --target_batch_size {saved['effective_batch_size']}"
+        )
+
+
+def rank_seed(seed: int, rank: int, epoch: int) -> int:
+    """A seed of its own for every process (dropout masks must not repeat across processes)."""
+    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])

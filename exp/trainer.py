@@ -1,0 +1,263 @@
+"""The training loop, top to bottom: epochs -> micro-batches -> windows -> optimizer updates.
+
+One loop serves every data format (``model(*batch.inputs())``) and any number of processes:
+``exp/accumulation.py`` says what each micro-batch loss is divided by and when the optimizer
+updates; the runtime keeps every backward but a window's last one local (``no_sync``) and
+makes every decision the same on all processes. On one process the runtime does nothing.
+
+Training can stop at any micro-batch (Ctrl-C, SIGTERM on any process, ``--save_every_updates``)
+and resume from ``last.pt``: the checkpoint holds each process's partial gradients of the open
+window, the policy's position, the RNG states and the epoch's running statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+
+from exp.accumulation import MicroStep
+from exp.state import accuracy, mean_loss
+from utils.progress import EpochProgress
+from utils.signals import Interrupted, StopRequest
+
+
+class TrainingAborted(Exception):
+    """Training cannot go on (the loss stayed non-finite); exit code 3."""
+
+    exit_code = 3
+
+
+class Trainer:
+    def __init__(self, *, args, plan, runtime, model, criterion, optimizer, scheduler, scheduler_per_update, scaler, amp_dtype,
+                 policy, train_loader, state, checkpoints, validate, ckpt_dir, results_dir, write_history):  # fmt: skip
+        self.args, self.plan, self.runtime = args, plan, runtime
+        self.model = model  # DDP-wrapped with several processes
+        self.criterion, self.optimizer, self.scaler, self.amp_dtype = criterion, optimizer, scaler, amp_dtype
+        self.scheduler, self.scheduler_per_update = scheduler, scheduler_per_update
+        self.policy, self.train_loader, self.state, self.checkpoints = policy, train_loader, state, checkpoints
+        self.validate = validate  # () -> validation report, the same on every process
+        self.ckpt_dir, self.results_dir, self.write_history = ckpt_dir, results_dir, write_history
+        self.device = state.device
+        self.stop = StopRequest()
+        self.save_due = False
+        self.last_window = 0
+        self._run_clock: float | None = None
+        self._epoch_clock: float | None = None
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    # ------------------------------------------------------------ the loop
+    def fit(self) -> None:
+        self._run_clock = time.time() - self.state.train_seconds
+        with self.stop:
+            while not self.state.finished:
+                self.run_epoch()
+        self.state.train_seconds = self._elapsed()
+
+    def run_epoch(self) -> None:
+        a, s, epoch = self.args, self.state, self.state.epoch
+        self.train_epoch(epoch)
+        totals = self.runtime.sum(s.meter.totals())  # the epoch over every process's share
+        val = self.validate()
+        # Lower is better for early stopping and best.pt: the loss, or minus the macro-F1.
+        early_stopping = self.state.components["early_stopping"]
+        improved = early_stopping.step(val["loss"] if a.monitor == "loss" else -val["macro_f1"], epoch)
+        if self.scheduler is not None and not self.scheduler_per_update:
+            self.scheduler.step(val["loss"])
+        stopping_early = early_stopping.should_stop and epoch + 1 < a.train_epochs
+        s.finished = stopping_early or epoch + 1 == a.train_epochs
+        if s.finished:
+            self._close_last_window()
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": mean_loss(totals),
+            "train_acc": accuracy(totals),
+            "val_loss": val["loss"],
+            "val_acc": val["accuracy"],
+            "val_macro_f1": val["macro_f1"],
+            "lr": self.lr(),
+            "updates": s.meter.updates,
+            "total_updates": s.updates,
+            "micro_batches": s.meter.micro_batches,
+            "effective_batch_size": self.plan.effective_batch_size,
+            "accumulation_steps": self.plan.steps,
+            "processes": self.plan.world_size,
+            "seconds": self._epoch_seconds(),
+        }
+        s.history.append(row)
+        s.new_epoch(epoch + 1)
+        self._epoch_clock = None
+        s.train_seconds = self._elapsed()
+        if improved:  # best.pt first: a crash in between never leaves last.pt pointing at a newer best
+            self.checkpoints.save(self.ckpt_dir / "best.pt")
+        self.checkpoints.save(self.ckpt_dir / "last.pt")
+        self.write_history(s.history)
+        print(self._epoch_line(row, improved), flush=True)
+        if stopping_early:
+            print(f"Early stopping: validation loss did not improve for {a.patience} epochs", flush=True)
+        signum = self._agreed_stop()
+        if signum:
+            raise Interrupted(signum, str(self.ckpt_dir / "last.pt"))
+
+    def train_epoch(self, epoch: int) -> None:
+        """Train the micro-batches of ``epoch`` not done yet (all of them unless resuming)."""
+        a, s = self.args, self.state
+        if epoch != s.epoch:  # a new epoch (run_epoch moves on itself; direct callers may not)
+            s.new_epoch(epoch)
+            self._epoch_clock = None
+        sampler = self.train_loader.sampler
+        done, batches = s.meter.micro_batches, sampler.batches_per_epoch
+        expected = (epoch, done) if done < batches else (epoch + 1, 0)  # the policy is at the next micro-batch
+        if (self.policy.epoch, self.policy.batch) != expected:  # a bug, never a user mistake
+            raise RuntimeError(f"accumulation policy at {(self.policy.epoch, self.policy.batch)}, loop expects {expected}")
+        self.model.train()
+        self.criterion.set_epoch(epoch, a.train_epochs)
+        sampler.set_epoch(epoch, skip=done)
+        self._epoch_clock = time.time() - s.meter.seconds
+        desc = f"Epoch {epoch + 1}/{a.train_epochs} [GA:{self.plan.steps}]"
+        progress = EpochProgress(batches, desc, a.progress, initial=done)
+        for batch in self.train_loader:
+            step = self.policy.next()
+            self._micro_step(batch.to(self.device, non_blocking=True), step)
+            s.meter.micro_batches += 1
+            progress.update(lambda step=step: self._postfix(step))
+            signum = self._agreed_stop()
+            if self.save_due or signum:
+                self.save_due = False
+                self._save_last()
+                if signum:
+                    progress.close()
+                    raise Interrupted(signum, str(self.ckpt_dir / "last.pt"))
+        progress.close()
+        if self.policy.pending and not a.cross_epoch_accumulation:
+            raise RuntimeError("accumulation window left open at the end of an epoch")  # cannot happen: policy bug
+
+    def _micro_step(self, batch, step: MicroStep) -> None:
+        s = self.state
+        if s.window_bad is None:  # a window already known to be bad is not computed further
+            # Every backward but the window's last stays local: one gradient all-reduce per update.
+            sync = step.is_update or self.runtime.sync_every_micro_batch
+            with self.runtime.sync_context(self.model, sync):
+                with self.autocast():
+                    logits = self.model(*batch.inputs())
+                    losses, weights = self.criterion(logits, batch.labels)
+                total = losses.sum() if weights is None else (losses * weights).sum()
+                # A process whose share of this micro-batch is empty runs a stand-in sample with weight 0.
+                share = 0 if self.train_loader.sampler.placeholder(step.epoch, step.batch) else 1
+                (bad,) = self.runtime.agree(int(share == 1 and not torch.isfinite(total)))
+                if bad:  # every process skips the backward: no one waits in an all-reduce
+                    s.window_bad = f"non-finite loss in epoch {step.epoch + 1}, micro-batch {step.batch + 1}"
+                else:
+                    # The window's normaliser over all processes, not this micro-batch's size: summed over
+                    # the window (and over processes: DDP averages, hence x world size) this is exactly
+                    # the large-batch mean.
+                    self.scaler.scale(total * (share * self.plan.world_size) / step.normaliser).backward()
+                    if share:
+                        s.meter.add(losses, weights, logits, batch.labels)
+        if step.is_update:
+            self.last_window = step.window_length
+            if s.window_bad is None:
+                self._update()
+            else:
+                self._discard_window()
+
+    def _update(self, correction: float = 1.0) -> None:
+        """One optimizer update per window: unscale -> (correct) -> clip -> step -> scaler update
+        -> zero grads -> per-update scheduler. The gradients are the same on every process here
+        (all-reduced), so every decision below is too. Weights never see a non-finite gradient."""
+        s = self.state
+        self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        grads = [p.grad for p in params]
+        if correction != 1.0:
+            torch._foreach_mul_(grads, correction)
+        norm = torch.nn.utils.get_total_norm(grads)
+        if not self.scaler.is_enabled() and not torch.isfinite(norm):
+            s.window_bad = "non-finite gradient"
+            self._discard_window()
+            return
+        if self.args.max_grad_norm > 0:
+            torch.nn.utils.clip_grads_with_norm_(params, self.args.max_grad_norm, norm)
+        scale_before = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)  # skipped by the scaler when it found inf/nan
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler.is_enabled() and self.scaler.get_scale() < scale_before:
+            s.skipped_updates += 1  # no update happened: neither the counter nor the LR moves
+            return
+        s.updates += 1
+        s.meter.updates += 1
+        s.consecutive_bad_windows = 0
+        if self.scheduler is not None and self.scheduler_per_update:
+            self.scheduler.step()
+        if self.args.save_every_updates and s.updates % self.args.save_every_updates == 0:
+            self.save_due = True
+
+    def _discard_window(self) -> None:
+        s = self.state
+        self.optimizer.zero_grad(set_to_none=True)
+        reason, s.window_bad = s.window_bad, None
+        s.bad_windows += 1
+        s.consecutive_bad_windows += 1
+        print(f"warning: {reason}: accumulation window discarded, weights unchanged ({s.bad_windows} so far)", flush=True)
+        if s.consecutive_bad_windows >= self.args.max_bad_windows:
+            raise TrainingAborted(
+                f"training stopped: {s.consecutive_bad_windows} consecutive accumulation windows had a non-finite loss or "
+                f"gradient (last: {reason}); lower --learning_rate, check the data, or raise --max_bad_windows"
+            )
+
+    def _close_last_window(self) -> None:
+        """End of training: a window still open (early stopping inside a cross-epoch window)
+        is applied, scaled to the samples it really saw, or discarded if it went bad."""
+        if self.policy.pending:
+            seen, correction = self.policy.position, self.policy.cut()
+            if self.state.window_bad is not None:
+                self._discard_window()
+            else:
+                # Its sync step never ran: all-reduce the partial gradients here, once.
+                self.runtime.average_gradients(list(self.model.parameters()))
+                self._update(correction)
+                print(f"Flushed the open accumulation window ({seen} micro-batches), scaled to its own samples", flush=True)
+        elif self.args.cross_epoch_accumulation and 0 < self.last_window < self.plan.steps:
+            print(f"Final accumulation window: {self.last_window} of {self.plan.steps} micro-batches, scaled to its own samples",
+                  flush=True)  # fmt: skip
+
+    # -------------------------------------------------------------- helpers
+    def _agreed_stop(self) -> int:
+        """The signal any process received (0 if none): all stop at the same micro-batch."""
+        (signum,) = self.runtime.agree(self.stop.signum or 0)
+        return signum
+
+    def _save_last(self) -> None:
+        self.state.train_seconds = self._elapsed()
+        self.state.meter.seconds = self._epoch_seconds()
+        self.checkpoints.save(self.ckpt_dir / "last.pt")
+
+    def _elapsed(self) -> float:
+        """Seconds of training so far, earlier processes of a resumed run included."""
+        return time.time() - self._run_clock if self._run_clock is not None else self.state.train_seconds
+
+    def _epoch_seconds(self) -> float:
+        return time.time() - self._epoch_clock if self._epoch_clock is not None else self.state.meter.seconds
+
+    def _postfix(self, step: MicroStep) -> str:
+        """Mean per-sample loss and accuracy so far (the writer's share), the place inside the
+        window, updates done."""
+        m = self.state.meter
+        return f"Loss={m.mean_loss():.4f}, Acc={m.accuracy():.2%}, GA={step.position + 1}/{step.window_length}, Upd={self.state.updates}"
+
+    def _epoch_line(self, row: dict, improved: bool) -> str:
+        return (
+            f"Epoch {row['epoch']}/{self.args.train_epochs} | train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
+            f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%} macro-F1 {row['val_macro_f1']:.4f}"
+            f" | lr {row['lr']:.2e} | updates {row['updates']} (total {row['total_updates']})"
+            f" | {row['seconds']:.1f}s{' *best' if improved else ''}"
+        )
