@@ -551,6 +551,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             "argument --enable_auto_gradient_accumulation: chooses the steps from --batch_size itself; "
             f"drop it or --gradient_accumulation_steps {args.gradient_accumulation_steps}"
         )
+    if args.dist_backend == "nccl" and args.device in ("cpu", "mps"):
+        parser.error(f"argument --dist_backend: nccl needs CUDA devices, not --device {args.device} (use --dist_backend gloo)")
     if args.target_batch_size is not None and (args.gradient_accumulation_steps is not None or args.enable_auto_gradient_accumulation):
         other = "--enable_auto_gradient_accumulation" if args.enable_auto_gradient_accumulation else "--gradient_accumulation_steps"
         parser.error(f"argument --target_batch_size: sets the steps itself; drop it or {other}")
@@ -612,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     from utils.errors import OutputError, UserError
     from utils.signals import Interrupted
 
-    runtime = None
+    runtime, peers_alive = None, True
     try:
         runtime = start_runtime(args)
         if not runtime.is_writer:  # one process prints; the others print errors only
@@ -624,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (Interrupted, TrainingAborted, OutputError, PeerFailure) as exc:
         print(f"run.py: {exc}", file=sys.stderr)
+        peers_alive = not isinstance(exc, PeerFailure)
         return exc.exit_code
     except (MemoryError, torch.OutOfMemoryError) as exc:
         print(
@@ -635,16 +638,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the last complete checkpoint stays
         print("run.py: interrupted", file=sys.stderr)
+        peers_alive = False
         return 130
     except RuntimeError as exc:
         if runtime is None or not runtime.distributed or not is_peer_failure(exc):
             raise
-        failure = PeerFailure(exc, args.dist_timeout)
+        failure, peers_alive = PeerFailure(exc, args.dist_timeout), False
         print(f"run.py: {failure}", file=sys.stderr)
         return failure.exit_code
     finally:
         if runtime is not None:
-            runtime.close()
+            runtime.close(wait_for_others=peers_alive)
 
 
 def _run(args: argparse.Namespace, plan, runtime) -> int:

@@ -22,11 +22,12 @@ import torch  # noqa: E402
 
 from data_provider.data_factory import build_data  # noqa: E402
 from exp.exp import Exp  # noqa: E402
+from exp.trainer import Trainer  # noqa: E402
 from run import build_parser, validate  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
 
 
-class UncheckedExp(Exp):
+class UncheckedTrainer(Trainer):
     """The loop without the finite-loss check (no sync per micro-batch)."""
 
     def _micro_step(self, batch, step):
@@ -35,24 +36,26 @@ class UncheckedExp(Exp):
             losses, weights = self.criterion(logits, batch.labels)
         total = losses.sum() if weights is None else (losses * weights).sum()
         self.scaler.scale(total / step.normaliser).backward()
-        self.meter.add(losses, weights, logits, batch.labels)
+        self.state.meter.add(losses, weights, logits, batch.labels)
         if step.is_update:
             self.last_window = step.window_length
             self._update()
 
 
-def throughput(cls, flags, data, epochs):
+def throughput(trainer, flags, data, epochs):
     parser = build_parser()
     args = parser.parse_args([*flags, "--progress", "none"])
     validate(parser, args)
     seed_everything(args.seed)
-    exp = cls(args, data)
+    exp = Exp(args, data)
+    exp.trainer.__class__ = trainer
     exp.train_epoch(0)  # warm-up (allocator, cuDNN autotune)
     if exp.device.type == "cuda":
         torch.cuda.synchronize()
     start, micro = time.perf_counter(), 0
     for epoch in range(1, epochs + 1):
-        micro += exp.train_epoch(epoch)[2]
+        exp.train_epoch(epoch)
+        micro += exp.state.meter.micro_batches
     if exp.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -76,8 +79,8 @@ def main() -> None:
     for steps in (1, 2, 4, 8):
         micro = opts.effective // steps
         flags = [*base, "--batch_size", str(micro), "--gradient_accumulation_steps", str(steps)]
-        ours = throughput(Exp, flags, data, opts.epochs)
-        plain = throughput(UncheckedExp, flags, data, opts.epochs)
+        ours = throughput(Trainer, flags, data, opts.epochs)
+        plain = throughput(UncheckedTrainer, flags, data, opts.epochs)
         label = f"{micro} x {steps}"
         print(f"{label:>14} {'runner':>10} {ours[0]:10.1f} {ours[1]:10.1f} {ours[0] / plain[0]:12.2f}x")
         print(f"{label:>14} {'unchecked':>10} {plain[0]:10.1f} {plain[1]:10.1f} {1.0:12.2f}x")

@@ -112,7 +112,7 @@ class SingleProcess:
     def average_gradients(self, params) -> None:
         """All-reduce gradients outside DDP's backward (a window cut short before its sync step)."""
 
-    def close(self) -> None:
+    def close(self, wait_for_others: bool = True) -> None:
         pass
 
 
@@ -142,8 +142,6 @@ class Distributed(SingleProcess):
 
     def _pick_device(self, requested: str, backend: str) -> torch.device:
         cuda = torch.cuda.is_available()
-        if backend == "nccl" and requested == "cpu":
-            raise UserError("--dist_backend nccl needs CUDA devices, not --device cpu (use --dist_backend gloo)")
         if requested == "cpu" or (requested == "auto" and not cuda):
             return torch.device("cpu")
         if requested.startswith("cuda:") or requested == "mps":
@@ -219,9 +217,13 @@ class Distributed(SingleProcess):
             kwargs["group"] = self.cpu_group
         collective(*args, **kwargs)
 
-    def close(self) -> None:
+    def close(self, wait_for_others: bool = True) -> None:
+        """Tear the group down. After a clean end every process first waits for the others, so
+        none closes its connections while a peer still talks to it (gloo aborts on that)."""
         if self.dist.is_initialized():
             with contextlib.suppress(Exception):  # the group may be broken already (a peer died)
+                if wait_for_others:
+                    self.dist.barrier()
                 self.dist.destroy_process_group()
 
 

@@ -122,6 +122,12 @@ CASES = {
     "inventory without data": (["--fault_inventory", "f.csv"], "--fault_inventory"),
     "train stride with a random split": (["--split", "random", "--train_stride", "4"], "--train_stride"),
     "train stride zero": (["--train_stride", "0"], "--train_stride"),
+    "target batch zero": (["--target_batch_size", "0"], "--target_batch_size"),
+    "target with explicit steps": (["--target_batch_size", "16", "--gradient_accumulation_steps", "2"], "--target_batch_size"),
+    "target with auto steps": (["--target_batch_size", "16", "--enable_auto_gradient_accumulation"], "--target_batch_size"),
+    "target below one micro-batch": (["--batch_size", "8", "--target_batch_size", "4"], "--target_batch_size 4"),
+    "nccl with --device cpu": (["--dist_backend", "nccl", "--device", "cpu"], "--dist_backend"),
+    "dist timeout zero": (["--dist_timeout", "0"], "--dist_timeout"),
     # unknown choices
     "unknown model": (["--model", "LSTM"], "--model"),
     "unknown data": (["--data", "Images"], "--data"),
@@ -191,9 +197,34 @@ def test_the_battery_is_large_enough():
     assert len(CASES) >= 40
 
 
+# Under torchrun (its environment variables, no peer needed: these are refused before any group forms).
+TORCHRUN = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+DIST_CASES = {
+    "torchrun, nccl with --device cpu": (["--dist_backend", "nccl", "--device", "cpu"], "--device cpu"),
+    "torchrun, target below one micro-batch per process": (["--batch_size", "4", "--target_batch_size", "6"],
+                                                           "smaller than one micro-batch per process (--batch_size 4 x 2"),
+    "torchrun, --device cuda:1": (["--device", "cuda:1"], "--device cuda:1"),
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_exits_2_with_one_line_and_touches_no_output(tmp_path, capsys, name):
-    make, culprit = CASES[name]
+    check_refused(tmp_path, capsys, *CASES[name])
+
+
+@pytest.mark.parametrize("name", list(DIST_CASES))
+def test_bad_input_under_torchrun_exits_2_with_one_line(tmp_path, capsys, monkeypatch, name):
+    for key, value in TORCHRUN.items():
+        monkeypatch.setenv(key, value)
+    check_refused(tmp_path, capsys, *DIST_CASES[name])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_nccl_without_cuda_exits_2_with_one_line(tmp_path, capsys):
+    check_refused(tmp_path, capsys, ["--dist_backend", "nccl", "--device", "auto"], "--dist_backend nccl: CUDA is not available")
+
+
+def check_refused(tmp_path, capsys, make, culprit):
     out = tmp_path / "out"
     (out / "results").mkdir(parents=True)
     (out / "results" / "summary.csv").write_text("run,test_macro_f1\nearlier,0.9\n")

@@ -1,0 +1,133 @@
+"""run.py with test instruments, for the multi-process tests: ``torchrun ... tests/dist_worker.py FLAGS``.
+
+It runs ``run.main(FLAGS)`` unchanged, after these optional patches (environment variables):
+
+* ``WORKER_N_TRAIN=n``: the training split cut to n windows spread over the classes (a data set
+  size the test chooses, e.g. one whose last global micro-batch is smaller than the processes).
+* ``WORKER_OUT=path``: each process writes ``path.<rank>.json`` at the end with the number of
+  gradient all-reduces (a DDP communication hook) and the accumulation position at each.
+* ``WORKER_STOP=rank:n``: that process receives SIGINT after its n-th micro-step (``rank:epoch``:
+  at the end of the first epoch, before its checkpoint).
+* ``WORKER_CRASH=rank:n:exit|hang``: that process dies (or hangs) after its n-th micro-step.
+* ``WORKER_UNUSED=1``: the model gets a parameter that no forward uses.
+* ``WORKER_ALWAYS_SYNC=1``: no ``no_sync``: every micro-batch all-reduces (the naive loop,
+  for ``benchmarks/ddp_overhead.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _spec(name: str) -> list[str] | None:
+    value = os.environ.get(name)
+    return value.split(":") if value else None
+
+
+def install(rank: int) -> dict:
+    """Apply the patches the environment asks for; returns the counters the hooks fill."""
+    import torch
+
+    import data_provider.data_factory as factory
+    import exp.exp as exp_module
+    import exp.runtime as runtime_module
+    import exp.trainer as trainer_module
+
+    record = {"allreduces": 0, "positions": [], "micro_steps": 0}
+    if os.environ.get("WORKER_N_TRAIN"):
+        from tests.conftest import subset
+
+        real_build, n = factory.build_data, int(os.environ["WORKER_N_TRAIN"])
+
+        def build_data(args):
+            data = copy.copy(real_build(args))
+            data.train = subset(data.train, n)
+            return data
+
+        factory.build_data = build_data
+
+    if os.environ.get("WORKER_UNUSED"):
+        real_model = exp_module.build_model
+
+        def build_model(name, args, dims):
+            model = real_model(name, args, dims)
+            model.never_used = torch.nn.Parameter(torch.zeros(3))  # no RNG drawn: the other weights stay the same
+            return model
+
+        exp_module.build_model = build_model
+
+    real_wrap = runtime_module.Distributed.wrap
+
+    def wrap(self, model, probe=None):
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        ddp = real_wrap(self, model, probe)
+        holder = {}
+
+        def counting(state, bucket):
+            if bucket.index() == 0:  # one all-reduce round, however many buckets it has
+                record["allreduces"] += 1
+                record["positions"].append(holder["policy"].position)
+            return default_hooks.allreduce_hook(state, bucket)
+
+        ddp.register_comm_hook(None, counting)
+        ddp.holder = holder
+        return ddp
+
+    runtime_module.Distributed.wrap = wrap
+    if os.environ.get("WORKER_ALWAYS_SYNC"):
+        runtime_module.Distributed.sync_context = lambda self, model, sync: runtime_module.contextlib.nullcontext()
+
+    stop, crash = _spec("WORKER_STOP"), _spec("WORKER_CRASH")
+    real_step, real_validate_epoch = trainer_module.Trainer._micro_step, trainer_module.Trainer.run_epoch
+
+    def micro_step(self, batch, step):
+        if hasattr(self.model, "holder"):
+            self.model.holder["policy"] = self.policy
+        real_step(self, batch, step)
+        record["micro_steps"] += 1
+        if stop and int(stop[0]) == rank and stop[1] != "epoch" and record["micro_steps"] == int(stop[1]):
+            self.stop.signum = signal.SIGINT
+        if crash and int(crash[0]) == rank and record["micro_steps"] == int(crash[1]):
+            if crash[2] == "exit":
+                os._exit(9)
+            time.sleep(3600)
+
+    def run_epoch(self):
+        if stop and int(stop[0]) == rank and stop[1] == "epoch":
+            real_validate = self.validate
+
+            def validate():
+                self.stop.signum = signal.SIGINT  # seen after the epoch's checkpoints: an epoch-boundary stop
+                return real_validate()
+
+            self.validate = validate
+        real_validate_epoch(self)
+
+    trainer_module.Trainer._micro_step = micro_step
+    trainer_module.Trainer.run_epoch = run_epoch
+    return record
+
+
+def main() -> int:
+    rank = int(os.environ.get("RANK", "0"))
+    record = install(rank)
+    from run import main as run_main
+
+    code = run_main(sys.argv[1:])
+    if os.environ.get("WORKER_OUT"):
+        Path(f"{os.environ['WORKER_OUT']}.{rank}.json").write_text(json.dumps(record))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
