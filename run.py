@@ -3,7 +3,8 @@
 Argument parsing and validation only: the work is done by ``exp.exp.Exp``.
 Exit codes: 0 success, 1 an output file could not be written (disk full, permission lost),
 2 bad arguments or data (one-line message), 3 training aborted (the loss stayed non-finite),
-130 after Ctrl-C / 143 after SIGTERM (a resumable checkpoint is written).
+4 another process of a torchrun run failed or timed out, 130 after Ctrl-C / 143 after SIGTERM
+(a resumable checkpoint is written).
 """
 
 from __future__ import annotations
@@ -593,7 +594,7 @@ def run_name(args: argparse.Namespace, plan, ii: int) -> str:
     values = {**vars(args), "gradient_accumulation_steps": plan.steps}
     parts = []
     for dest, flag in sorted(((d, f) for d, f in flag_table().items() if f.name), key=lambda item: item[1].name.order):
-        shows = flag.name.shows(args) if flag.name.shows else values[dest] not in (None, False)
+        shows = flag.name.shows(args) if flag.name.shows else values[dest] is not None and values[dest] is not False
         if shows:
             parts.append(flag.name.fmt.format(values[dest]))
         if dest == "gradient_accumulation_steps" and shows and plan.world_size > 1:
@@ -614,41 +615,45 @@ def main(argv: list[str] | None = None) -> int:
     from utils.errors import OutputError, UserError
     from utils.signals import Interrupted
 
-    runtime, peers_alive = None, True
+    runtime, wait_s = None, 0.0  # how long the teardown waits for the other processes
     try:
         runtime = start_runtime(args)
         if not runtime.is_writer:  # one process prints; the others print errors only
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
             args.progress = "none"
-        return _run(args, plan, runtime)
+        code = _run(args, plan, runtime)
+        wait_s = args.dist_timeout
+        return code
     except UserError as exc:
         print(f"run.py: error: {exc}", file=sys.stderr)
+        wait_s = 10.0  # usually raised by every process at once; a lone one must not wait long
         return 2
     except (Interrupted, TrainingAborted, OutputError, PeerFailure) as exc:
         print(f"run.py: {exc}", file=sys.stderr)
-        peers_alive = not isinstance(exc, PeerFailure)
+        wait_s = 0.0 if isinstance(exc, PeerFailure) else args.dist_timeout  # the others agreed: they stop too
         return exc.exit_code
     except (MemoryError, torch.OutOfMemoryError) as exc:
+        smaller = max(1, args.batch_size // 2)
+        keep = (f"--batch_size {smaller} (--target_batch_size {plan.target} recomputes the steps)" if plan.target is not None
+                else f"--batch_size {smaller} --gradient_accumulation_steps {2 * plan.steps}")  # fmt: skip
         print(
             f"run.py: error: out of memory ({type(exc).__name__}) with micro-batches of --batch_size {args.batch_size}; "
-            f"lower --batch_size and raise --gradient_accumulation_steps to keep the effective batch "
-            f"(e.g. --batch_size {max(1, args.batch_size // 2)} --gradient_accumulation_steps {2 * plan.steps})",
+            f"lower --batch_size and raise the accumulation steps to keep the effective batch (e.g. {keep})",
             file=sys.stderr,
         )
         return 2
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the last complete checkpoint stays
         print("run.py: interrupted", file=sys.stderr)
-        peers_alive = False
         return 130
     except RuntimeError as exc:
         if runtime is None or not runtime.distributed or not is_peer_failure(exc):
             raise
-        failure, peers_alive = PeerFailure(exc, args.dist_timeout), False
+        failure = PeerFailure(exc, args.dist_timeout)
         print(f"run.py: {failure}", file=sys.stderr)
         return failure.exit_code
     finally:
         if runtime is not None:
-            runtime.close(wait_for_others=peers_alive)
+            runtime.close(wait_s)
 
 
 def _run(args: argparse.Namespace, plan, runtime) -> int:

@@ -94,6 +94,8 @@ class Exp:
         )  # fmt: skip
         self._fingerprint: str | None = None
         self.checkpoints = Checkpoints(self.state, rt, self.loader_generator, self._checkpoint_meta())
+        if rt.distributed:
+            self._check_processes_agree()
         self.ckpt_dir = self.results_dir = None  # set by train()
         self.trainer = Trainer(
             args=args, plan=self.plan, runtime=rt, model=self.model, criterion=self.criterion, optimizer=self.optimizer,
@@ -123,16 +125,37 @@ class Exp:
         return torch.float16
 
     def _leaves_parameters_unused(self, model: torch.nn.Module) -> bool:
-        """One forward/backward on two training windows, leaving no trace (RNG and gradients
-        restored): does some parameter get no gradient? Then DDP must look for unused parameters."""
+        """One forward/backward on two training windows, leaving no trace (RNG, buffers such as
+        BatchNorm statistics, and gradients restored): does some parameter get no gradient?
+        Then DDP must look for unused parameters."""
         batch = self.data.train[np.arange(min(2, len(self.data.train)))].to(self.device)
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        buffers = {name: b.clone() for name, b in model.named_buffers()}
         with torch.random.fork_rng(devices=devices):
             model.train()
             model(*batch.inputs()).float().sum().backward()
         unused = any(p.grad is None for p in model.parameters() if p.requires_grad)
         model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
         return unused
+
+    def _check_processes_agree(self) -> None:
+        """Every process must train the same recipe on the same windows (each parses its own
+        command line and reads its own copy of the data)."""
+        from run import LAYOUT, RECIPE, flags_with_role
+
+        mine = {f"--{flag}": getattr(self.args, flag) for flag in (*flags_with_role(RECIPE), *flags_with_role(LAYOUT))}
+        mine["the data (windows and values)"] = self.data_fingerprint()
+        first, *others = self.runtime.gather(mine)
+        for rank, theirs in enumerate(others, 1):  # every process compares with process 0: one message everywhere
+            for key, value in first.items():
+                if theirs[key] != value:
+                    raise UserError(
+                        f"process {rank} has {key} {theirs[key]!r}, process 0 has {value!r}: every process of a torchrun run "
+                        "needs the same flags and data"
+                    )
 
     def describe(self) -> str:
         a, p, rt = self.args, self.criterion.preset, self.runtime
@@ -189,10 +212,12 @@ class Exp:
                 raise UserError(f"--is_training 0: no checkpoint {ckpt_path}; train this run first (same flags, --is_training 1)")
             print("warning: no best.pt was written (validation loss never finite); testing the last weights", flush=True)
             load_best = False
+        layout = layout_of(self.plan)
         if load_best:
             state = self.load(ckpt_path)
             if not s.history:  # evaluation only (--is_training 0): report what the whole training did
                 self._restore_training_summary(state, ckpt_path.with_name("last.pt"))
+                layout = state.get("layout", layout)  # how it was trained, not how many processes test it
         results_dir = rt.from_writer(lambda: ensure_dir(Path(a.results) / setting, "--results"))
         report = self.vali(self.test_loader)
         names = self.data.class_names
@@ -209,11 +234,11 @@ class Exp:
             "per_class": {name: {k: report[k][i] for k in ("precision", "recall", "f1", "support")} for i, name in enumerate(names)},
             "confusion_matrix": report["confusion_matrix"],
             "class_names": names,
-            "batch_size": self.plan.batch_size,
-            "accumulation_steps": self.plan.steps,
+            "batch_size": layout["batch_size"],
+            "accumulation_steps": layout["steps"],
             "accumulation_mode": self.plan.mode,
-            "processes": self.plan.world_size,
-            "effective_batch_size": self.plan.effective_batch_size,
+            "processes": layout["world_size"],
+            "effective_batch_size": layout["effective_batch_size"],
             "target_batch_size": self.plan.target,
             "cross_epoch_accumulation": a.cross_epoch_accumulation,
             "optimizer_updates": s.updates,

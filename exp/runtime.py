@@ -29,11 +29,11 @@ class PeerFailure(Exception):
 
     exit_code = 4
 
-    def __init__(self, exc: BaseException, timeout_s: float):
+    def __init__(self, exc: BaseException, timeout_s: float | None = None):
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        what = "failed" if timeout_s is None else f"failed or did not answer within --dist_timeout {timeout_s:g} s"
         super().__init__(
-            f"error: another process of this run failed or did not answer within --dist_timeout {timeout_s:g} s ({detail}); "
-            "the last complete checkpoint is kept, continue with --resume auto"
+            f"error: another process of this run {what} ({detail}); the last complete checkpoint is kept, continue with --resume auto"
         )
 
 
@@ -101,7 +101,7 @@ class SingleProcess:
             try:
                 with writing(path):
                     fn()
-            except OutputError as exc:
+            except Exception as exc:  # whatever it was, the others must hear of it before it propagates
                 failure = exc
         (failed,) = self.agree(int(failure is not None))
         if failure is not None:
@@ -112,7 +112,7 @@ class SingleProcess:
     def average_gradients(self, params) -> None:
         """All-reduce gradients outside DDP's backward (a window cut short before its sync step)."""
 
-    def close(self, wait_for_others: bool = True) -> None:
+    def close(self, wait_s: float = 0.0) -> None:
         pass
 
 
@@ -162,7 +162,7 @@ class Distributed(SingleProcess):
         the whole window used)."""
         from torch.nn.parallel import DistributedDataParallel
 
-        unused = probe is not None and probe(model)
+        (unused,) = self.agree(int(probe is not None and probe(model)))  # one answer, or DDP would hang
         self.sync_every_micro_batch = bool(unused)
         ids = [self._device.index] if self._device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=bool(unused))
@@ -194,16 +194,20 @@ class Distributed(SingleProcess):
         return out
 
     def from_writer(self, fn):
-        box = [None]
+        box, failure = [None], None
         if self.is_writer:
             try:
                 box[0] = ("ok", fn())
-            except UserError as exc:
-                box[0] = ("error", str(exc))
+            except Exception as exc:  # told to the others before it propagates here
+                failure, box[0] = exc, ("user" if isinstance(exc, UserError) else "failed", str(exc))
         self._on_cpu(self.dist.broadcast_object_list, box, src=0)
         kind, value = box[0]
-        if kind == "error":
+        if failure is not None:
+            raise failure
+        if kind == "user":
             raise UserError(value)
+        if kind == "failed":
+            raise PeerFailure(RuntimeError(f"process 0: {value}"))
         return value
 
     def average_gradients(self, params) -> None:
@@ -217,13 +221,16 @@ class Distributed(SingleProcess):
             kwargs["group"] = self.cpu_group
         collective(*args, **kwargs)
 
-    def close(self, wait_for_others: bool = True) -> None:
-        """Tear the group down. After a clean end every process first waits for the others, so
-        none closes its connections while a peer still talks to it (gloo aborts on that)."""
+    def close(self, wait_s: float = 0.0) -> None:
+        """Tear the group down. After a clean end every process first waits (at most ``wait_s``)
+        for the others, so none closes its connections while a peer still talks to it (gloo
+        aborts on that); after a failure it leaves at once."""
         if self.dist.is_initialized():
             with contextlib.suppress(Exception):  # the group may be broken already (a peer died)
-                if wait_for_others:
-                    self.dist.barrier()
+                if wait_s > 0:
+                    group = self.cpu_group  # monitored_barrier is gloo's: the CPU group, or the default one
+                    self.dist.monitored_barrier(group=group, timeout=datetime.timedelta(seconds=wait_s), wait_all_ranks=True)
+            with contextlib.suppress(Exception):
                 self.dist.destroy_process_group()
 
 

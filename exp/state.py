@@ -181,8 +181,8 @@ def check_resumable(state: dict, path: Path, args, plan, fingerprint: str, keys:
         if saved[flag] != getattr(args, flag):
             raise UserError(f"--resume: {path} was written with --{flag} {saved[flag]}, this run has --{flag} {getattr(args, flag)}")
     if state.get("data_fingerprint") != fingerprint:
-        raise UserError(f"--resume: {path} was trained on other windows than this run's data")
-    check_layout(state["layout"], state["accumulation"], path, plan)
+        raise UserError(f"--resume: {path} was trained on other windows than this run's data ({state.get('data_source')})")
+    check_layout(state, path, plan)
 
 
 def layout_of(plan) -> dict:
@@ -195,21 +195,32 @@ def describe_layout(layout: dict) -> str:
             f"= effective batch {layout['effective_batch_size']}")  # fmt: skip
 
 
-def check_layout(saved: dict, policy: dict, path: Path, plan) -> None:
-    """The effective batch must be kept. Inside an epoch the micro-batch layout must also be the
-    same (the stream position counts global micro-batches); at an epoch boundary the steps may be
-    recomputed for another micro-batch or number of processes."""
-    now = layout_of(plan)
-    inside_epoch = policy["batch"] != 0 or policy["position"] != 0
-    if inside_epoch and any(saved[k] != now[k] for k in ("batch_size", "steps", "world_size")):
+def check_layout(state: dict, path: Path, plan) -> None:
+    """The effective batch must be kept. Inside an epoch (also after its last micro-batch, before
+    its validation) the micro-batch layout must be the same too: the stream position counts
+    global micro-batches. At an epoch boundary the steps may be recomputed for another
+    micro-batch or number of processes, except with cross-epoch windows, which depend on the
+    layout."""
+    saved, now, policy = state["layout"], layout_of(plan), state["accumulation"]
+    inside_epoch = policy["batch"] != 0 or policy["position"] != 0 or any(p["meter"]["micro_batches"] for p in state["processes"])
+    same = all(saved[k] == now[k] for k in ("batch_size", "steps", "world_size"))
+    if not same and (inside_epoch or policy["cross_epoch"]):
+        where = "inside an epoch" if inside_epoch else "with --cross_epoch_accumulation (windows run across epochs)"
         raise UserError(
-            f"--resume: {path} was written inside an epoch with {describe_layout(saved)}; this run has {describe_layout(now)}: "
-            "resume it with the same --batch_size, steps and number of processes, or from an epoch-boundary checkpoint"
+            f"--resume: {path} was written {where} with {describe_layout(saved)}; this run has {describe_layout(now)}: "
+            "resume it with the same --batch_size, steps and number of processes"
+            + (", or from an epoch-boundary checkpoint" if inside_epoch and not policy["cross_epoch"] else "")
         )
     if saved["effective_batch_size"] != now["effective_batch_size"]:
+        effective, per_step = saved["effective_batch_size"], plan.batch_size * plan.world_size
+        if effective % per_step == 0:
+            keep = f"--target_batch_size {effective} keeps it with --batch_size {plan.batch_size} on {plan.world_size} process(es)"
+        else:
+            keep = (f"{effective} is not a multiple of --batch_size {plan.batch_size} x {plan.world_size} process(es); "
+                    f"pick a --batch_size that divides {effective} / {plan.world_size}")  # fmt: skip
         raise UserError(
             f"--resume: {path} was trained with {describe_layout(saved)}; this run has {describe_layout(now)}: keep the "
-            f"effective batch, e.g. --target_batch_size {saved['effective_batch_size']}"
+            f"effective batch ({keep}; name the checkpoint with --resume PATH if the run name changes)"
         )
 
 

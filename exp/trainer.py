@@ -222,8 +222,8 @@ class Trainer:
             if self.state.window_bad is not None:
                 self._discard_window()
             else:
-                # Its sync step never ran: all-reduce the partial gradients here, once.
-                self.runtime.average_gradients(list(self.model.parameters()))
+                if not self.runtime.sync_every_micro_batch:  # its sync step never ran: all-reduce here, once
+                    self.runtime.average_gradients(list(self.model.parameters()))
                 self._update(correction)
                 print(f"Flushed the open accumulation window ({seen} micro-batches), scaled to its own samples", flush=True)
         elif self.args.cross_epoch_accumulation and 0 < self.last_window < self.plan.steps:

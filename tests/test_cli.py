@@ -129,3 +129,4 @@ def test_run_name_parts_come_from_the_flag_declarations_and_follow_the_effective
     assert "_bs4_ga2_np2_lr" in name(2, "--gradient_accumulation_steps", "2")  # another effective batch: another run
     on_one, on_two = name(1, "--target_batch_size", "16"), name(2, "--target_batch_size", "16")
     assert on_one == on_two and "_bs4_tb16_lr" in on_one  # the same recipe on 1 or 2 processes: the same run
+    assert "_seed0_" in name(1, "--seed", "0")  # a zero is a value, not an unset option

@@ -194,6 +194,24 @@ def test_a_crashed_or_hung_process_makes_the_other_exit_with_one_line(tmp_path, 
         kill_group(procs[1])
 
 
+def test_processes_started_with_different_flags_are_refused_by_all(tmp_path):
+    port = str(free_port())
+    base = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    flags = [*TINY, *EXACT, "--data", "Classification", "--model", "ResNet1D", "--train_epochs", "1", "--dist_timeout", "20",
+             "--checkpoints", str(tmp_path / "c"), "--results", str(tmp_path / "r")]  # fmt: skip
+    procs = [start([sys.executable, str(ROOT / "run.py"), *flags, "--learning_rate", lr], {**base, "RANK": str(r), "LOCAL_RANK": str(r)})
+             for r, lr in ((0, "0.05"), (1, "0.01"))]  # fmt: skip
+    results = [finish(proc, timeout=120) for proc in procs]
+    for code, _, err in results:
+        assert code == 2, err
+        assert (
+            err.strip().count("\n") == 0
+            and "process 1 has --learning_rate 0.01, process 0 has 0.05" in err
+            and "the same flags and data" in err
+        )
+    assert not (tmp_path / "c").exists()
+
+
 # --------------------------------------------------------------- torchrun restarts and nodes
 def children(pid: int) -> list[int]:
     found = []

@@ -106,20 +106,40 @@ def test_resume_refuses_a_checkpoint_of_another_effective_batch(tmp_path, data):
     path = str(tmp_path / "ckpt" / "run" / "last.pt")
     other = make_args(*FLAGS, "--train_epochs", "1", "--batch_size", "8", "--resume", path, tmp=tmp_path)
     with pytest.raises(UserError, match="micro-batch 4 x 3 steps x 1 process.* effective batch 12; this run has micro-batch 8 .*"
-                       "effective batch 24: keep the effective batch, e.g. --target_batch_size 12"):  # fmt: skip
+                       "effective batch 24: keep the effective batch \\(12 is not a multiple of --batch_size 8"):  # fmt: skip
+        Exp(other, data).train("other")
+    other = make_args(*FLAGS, "--train_epochs", "1", "--batch_size", "6", "--resume", path, tmp=tmp_path)
+    with pytest.raises(UserError, match="--target_batch_size 12 keeps it with --batch_size 6 on 1 process"):
         Exp(other, data).train("other")
 
 
-def test_resume_inside_an_epoch_refuses_another_micro_batch_layout_even_with_the_same_effective_batch(tmp_path, data):
+@pytest.mark.parametrize("stop_at", [4, 10])  # inside a window; after the epoch's last micro-batch, before its validation
+def test_resume_inside_an_epoch_refuses_another_micro_batch_layout_even_with_the_same_effective_batch(tmp_path, data, stop_at):
     from utils.errors import UserError
 
     first = new_exp(tmp_path, data)
-    interrupt_after(first, 4)
+    interrupt_after(first, stop_at)
     with pytest.raises(Interrupted):
         first.train("run")
     other = make_args(*FLAGS, "--batch_size", "6", "--gradient_accumulation_steps", "2", "--resume", "auto", tmp=tmp_path)
     with pytest.raises(UserError, match="written inside an epoch with micro-batch 4 x 3 steps .* resume it with the same"):
         Exp(other, data).train("run")
+
+
+def test_an_epoch_boundary_resume_with_another_layout_keeps_training_in_flush_mode_and_is_refused_across_epochs(tmp_path, data):
+    from utils.errors import UserError
+
+    for mode in ((), ("--cross_epoch_accumulation",)):
+        folder = tmp_path / ("cross" if mode else "flush")
+        new_exp(folder, data, *mode, "--train_epochs", "1").train("run")
+        path = str(folder / "ckpt" / "run" / "last.pt")
+        other = make_args(*FLAGS, *mode, "--train_epochs", "1", "--batch_size", "6", "--gradient_accumulation_steps", "2",
+                          "--resume", path, tmp=folder)  # fmt: skip
+        if mode:
+            with pytest.raises(UserError, match="with --cross_epoch_accumulation .* resume it with the same"):
+                Exp(other, data).train("other")
+        else:
+            Exp(other, data).train("other")  # a finished run: only tested, but the layout was accepted
 
 
 def test_resuming_a_finished_run_only_tests(tmp_path, data, capsys):
