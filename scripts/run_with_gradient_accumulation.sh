@@ -19,3 +19,9 @@ $PY -u run.py --model DualGAFNet --data DualGAF --step 96 \
 $PY -u run.py --model Transformer --data Classification --step 96 \
   --batch_size 8 --gradient_accumulation_steps 4 --cross_epoch_accumulation \
   --des ga_cross_epoch "$@"
+
+# The same effective batch on two processes (CPU: gloo; one GPU each with CUDA): 4 x 1 step x 2.
+# --target_batch_size keeps the recipe and the run name whatever the number of processes.
+$PY -m torch.distributed.run --standalone --nproc_per_node "${NPROC:-2}" run.py --model DualGAFNet --data DualGAF --step 96 \
+  --batch_size 4 --target_batch_size 8 --loss_preset hvac_similar_optimized \
+  --des ga_torchrun --resume auto --save_every_updates 50 "$@"
