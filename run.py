@@ -134,12 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     p.flags = {}
-    groups = []
 
     def group(title: str, description: str | None = None):
         g = p.add_argument_group(title, description)
         g.flags = p.flags
-        groups.append(g)
         return g
 
     g = group("basic")
@@ -567,15 +565,10 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             parser.error(f"argument --{flag}: {value!r} must be a non-empty name of letters, digits and . _ - + = (it names folders)")
 
 
-def launched_world_size() -> int:
-    """Processes in this run, as torchrun declares them in WORLD_SIZE (1 for a plain run)."""
-    text = os.environ.get("WORLD_SIZE", "1")
-    return int(text) if text.isdigit() and int(text) > 0 else 1
-
-
 def accumulation_plan(parser: argparse.ArgumentParser, args: argparse.Namespace):
     """Micro-batch, steps and processes, decided once here and handed to the runner."""
     from exp.accumulation import plan_accumulation
+    from exp.runtime import launched_world_size
     from utils.errors import UserError
 
     try:
@@ -591,14 +584,13 @@ def run_name(args: argparse.Namespace, plan, ii: int) -> str:
     """Runs that differ in any name part never overwrite each other. With --target_batch_size
     the name holds the target, not the steps, so the same run continues on another number of
     processes; without it, a run of several processes says how many (its effective batch differs)."""
-    values = {**vars(args), "gradient_accumulation_steps": plan.steps}
+    steps = plan.steps if plan.world_size == 1 else f"{plan.steps}_np{plan.world_size}"  # the resolved layout
+    values = {**vars(args), "gradient_accumulation_steps": steps}
     parts = []
     for dest, flag in sorted(((d, f) for d, f in flag_table().items() if f.name), key=lambda item: item[1].name.order):
         shows = flag.name.shows(args) if flag.name.shows else values[dest] is not None and values[dest] is not False
         if shows:
             parts.append(flag.name.fmt.format(values[dest]))
-        if dest == "gradient_accumulation_steps" and shows and plan.world_size > 1:
-            parts.append(f"np{plan.world_size}")
     return "_".join([*parts, str(ii)])
 
 

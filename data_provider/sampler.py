@@ -51,7 +51,7 @@ class EpochBatchSampler(Sampler):
 
     def placeholder(self, epoch: int, index: int) -> bool:
         """True when this process has no sample of that global batch (it gets a stand-in)."""
-        return len(self.share(self.batches(epoch)[index])) == 0
+        return self.world_size > 1 and len(self.share(self.batches(epoch)[index])) == 0
 
     @property
     def batches_per_epoch(self) -> int:

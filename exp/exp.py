@@ -27,21 +27,9 @@ from utils.losses import build_loss, fault_family
 from utils.outputs import ensure_dir, write_history
 from utils.schedulers import build_scheduler
 
-__all__ = ["Exp", "TrainingAborted", "resolve_device"]
+__all__ = ["Exp", "TrainingAborted"]
 
 EVAL_BATCH_SIZE = 256  # evaluation batch size changes no result, only speed and memory
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--device mps: MPS is not available on this machine (use --device cpu)")
-    return torch.device(name)
 
 
 class Exp:
@@ -101,7 +89,7 @@ class Exp:
             args=args, plan=self.plan, runtime=rt, model=self.model, criterion=self.criterion, optimizer=self.optimizer,
             scheduler=self.scheduler, scheduler_per_update=scheduler_per_update, scaler=self.scaler, amp_dtype=self.amp_dtype,
             policy=self.policy, train_loader=self.train_loader, state=self.state, checkpoints=self.checkpoints,
-            validate=lambda: self.vali(self.val_loader), ckpt_dir=None, results_dir=None, write_history=self._write_history,
+            validate=lambda: self.vali(self.val_loader), ckpt_dir=None, write_history=self._write_history,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ setup
@@ -184,7 +172,7 @@ class Exp:
         a, rt = self.args, self.runtime
         self.ckpt_dir = rt.from_writer(lambda: ensure_dir(Path(a.checkpoints) / setting, "--checkpoints"))
         self.results_dir = rt.from_writer(lambda: ensure_dir(Path(a.results) / setting, "--results"))
-        self.trainer.ckpt_dir, self.trainer.results_dir = self.ckpt_dir, self.results_dir
+        self.trainer.ckpt_dir = self.ckpt_dir
         resumed_from = self._resume() if a.resume else None
         print(self.describe(), flush=True)
         if resumed_from:

@@ -47,6 +47,24 @@ def is_peer_failure(exc: BaseException) -> bool:
     )
 
 
+def launched_world_size() -> int:
+    """Processes in this run, as torchrun declares them in WORLD_SIZE (1 for a plain run)."""
+    text = os.environ.get("WORLD_SIZE", "1")
+    return int(text) if text.isdigit() and int(text) > 0 else 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps: MPS is not available on this machine (use --device cpu)")
+    return torch.device(name)
+
+
 class SingleProcess:
     """One process: every method is the identity or does nothing."""
 
@@ -59,8 +77,6 @@ class SingleProcess:
         return self.rank == 0
 
     def device(self, requested: str) -> torch.device:
-        from exp.exp import resolve_device
-
         return resolve_device(requested)
 
     def wrap(self, model: torch.nn.Module, probe=None) -> torch.nn.Module:
@@ -127,7 +143,7 @@ class Distributed(SingleProcess):
         self.dist = dist
         self.rank, self.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self._device = self._pick_device(device_request, backend)
+        self._device = self._pick_device(device_request)
         if backend == "auto":
             backend = "nccl" if self._device.type == "cuda" else "gloo"
         self.backend = backend
@@ -140,14 +156,12 @@ class Distributed(SingleProcess):
         # backend: they are tiny, and NCCL would need a device copy and a stream sync for each.
         self.cpu_group = dist.new_group(backend="gloo", timeout=self.timeout) if backend != "gloo" else None
 
-    def _pick_device(self, requested: str, backend: str) -> torch.device:
-        cuda = torch.cuda.is_available()
-        if requested == "cpu" or (requested == "auto" and not cuda):
-            return torch.device("cpu")
+    def _pick_device(self, requested: str) -> torch.device:
+        """Each process takes the GPU of its LOCAL_RANK; --device only says CPU or CUDA."""
         if requested.startswith("cuda:") or requested == "mps":
             raise UserError(f"--device {requested}: under torchrun every process takes its own GPU (LOCAL_RANK); use --device cuda or auto")
-        if not cuda:
-            raise UserError(f"--device {requested}: CUDA is not available on this machine (use --device cpu)")
+        if resolve_device(requested).type == "cpu":  # refuses cuda on a machine without CUDA
+            return torch.device("cpu")
         if self.local_rank >= torch.cuda.device_count():
             raise UserError(f"torchrun started {self.local_rank + 1}+ processes on a node with {torch.cuda.device_count()} GPU(s)")
         return torch.device("cuda", self.local_rank)
@@ -238,8 +252,6 @@ def start_runtime(args) -> SingleProcess:
     """A process group when torchrun started several processes, else the single-process runtime."""
     if args.dist_backend == "nccl" and not torch.cuda.is_available():
         raise UserError("--dist_backend nccl: CUDA is not available on this machine (use --dist_backend gloo)")
-    from run import launched_world_size
-
     if launched_world_size() == 1:
         return SingleProcess()
     missing = [name for name in TORCHRUN_ENV if name not in os.environ]

@@ -31,14 +31,14 @@ class TrainingAborted(Exception):
 
 class Trainer:
     def __init__(self, *, args, plan, runtime, model, criterion, optimizer, scheduler, scheduler_per_update, scaler, amp_dtype,
-                 policy, train_loader, state, checkpoints, validate, ckpt_dir, results_dir, write_history):  # fmt: skip
+                 policy, train_loader, state, checkpoints, validate, ckpt_dir, write_history):  # fmt: skip
         self.args, self.plan, self.runtime = args, plan, runtime
         self.model = model  # DDP-wrapped with several processes
         self.criterion, self.optimizer, self.scaler, self.amp_dtype = criterion, optimizer, scaler, amp_dtype
         self.scheduler, self.scheduler_per_update = scheduler, scheduler_per_update
         self.policy, self.train_loader, self.state, self.checkpoints = policy, train_loader, state, checkpoints
         self.validate = validate  # () -> validation report, the same on every process
-        self.ckpt_dir, self.results_dir, self.write_history = ckpt_dir, results_dir, write_history
+        self.ckpt_dir, self.write_history = ckpt_dir, write_history
         self.device = state.device
         self.stop = StopRequest()
         self.save_due = False

@@ -88,7 +88,7 @@ def install(rank: int) -> dict:
         runtime_module.Distributed.sync_context = lambda self, model, sync: runtime_module.contextlib.nullcontext()
 
     stop, crash = _spec("WORKER_STOP"), _spec("WORKER_CRASH")
-    real_step, real_validate_epoch = trainer_module.Trainer._micro_step, trainer_module.Trainer.run_epoch
+    real_step, real_run_epoch = trainer_module.Trainer._micro_step, trainer_module.Trainer.run_epoch
 
     def micro_step(self, batch, step):
         if hasattr(self.model, "holder"):
@@ -111,7 +111,7 @@ def install(rank: int) -> dict:
                 return real_validate()
 
             self.validate = validate
-        real_validate_epoch(self)
+        real_run_epoch(self)
 
     trainer_module.Trainer._micro_step = micro_step
     trainer_module.Trainer.run_epoch = run_epoch
