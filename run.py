@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import hashlib
+import json
 import math
 import os
 import re
@@ -86,6 +88,7 @@ def device_name(text: str) -> str:
 RECIPE = "recipe"  # shapes the data, the model, the loss or the schedule: a resumed run must match it
 LAYOUT = "layout"  # how a window is cut into micro-batches: a resumed run must keep the effective batch
 RUN = "run"  # how or where this run executes (device, outputs, progress): free to change on resume
+TSL = "tsl"  # a Time-Series-Library name, translated into the flags above before anything else (utils/tsl.py)
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"With no flags: {SEEDS_HEADLINE} on the built-in AHU simulator."
         ),
         formatter_class=HelpFormatter,
+        allow_abbrev=False,  # --loss must never be taken for --loss_preset
     )
     p.flags = {}
 
@@ -198,12 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         role=RECIPE,
         name=NamePart(2, "{}"),
-        choices=("Classification", "DualGAF", "GNN"),
+        choices=("Classification", "DualGAF", "GNN", "UEA"),
         default=None,
-        help="batch format: plain windows, dual GASF+GADF images, or a sensor graph; default: the --model's format",
+        help="batch format: plain windows, dual GASF+GADF images, or a sensor graph; default: the --model's format. "
+        "UEA (as in Time-Series-Library): --root_path DIR --model_id NAME reads DIR/NAME_TRAIN.ts + NAME_TEST.ts in --model's format",
     )
     add(g, "--root_path", role=RECIPE, default=".", help="folder of --data_path")
-    add(g, "--data_path", role=RECIPE, default=None, help="CSV file under --root_path; without it the built-in AHU simulator is used")
+    add(
+        g,
+        "--data_path",
+        role=RECIPE,
+        default=None,
+        help="CSV file under --root_path, or a UEA pair NAME (NAME_TRAIN.ts / NAME_TEST.ts); without it the built-in AHU simulator is used",
+    )
     add(
         g,
         "--time_col",
@@ -311,6 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--d_model", role=RECIPE, type=_number(int, 8, 4096, name="an integer"), default=64, help="model width")
     add(g, "--n_heads", role=RECIPE, type=positive_int(64), default=4, help="attention heads (DualGAFNet, Transformer)")
     add(g, "--e_layers", role=RECIPE, type=positive_int(64), default=2, help="encoder / graph layers (Transformer, GNN)")
+    add(
+        g,
+        "--d_ff",
+        role=RECIPE,
+        type=_number(int, 1, 65_536, name="an integer"),
+        default=None,
+        help="Transformer: feed-forward width (default: 2 x --d_model); other models ignore it",
+    )
     add(g, "--patch_len", role=RECIPE, type=positive_int(100_000), default=8, help="Transformer: samples per token")
     add(g, "--dropout", role=RECIPE, type=_number(float, 0.0, 0.95, name="a number"), default=0.1, help="dropout probability")
     add(
@@ -493,6 +512,29 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--results", role=RUN, default="./results", help="folder for <run>/metrics.json, history.csv, plots, and summary.csv")
     add(
         g,
+        "--overwrite",
+        role=RUN,
+        action="store_true",
+        help="replace this run's earlier checkpoints and results (without it, a run whose folder holds a checkpoint is refused)",
+    )
+    add(
+        g,
+        "--normal_class",
+        role=RUN,
+        metavar="NAME",
+        default=None,
+        help="the fault-free class of the fault-detection report (false-alarm and detection rates); default: a class named "
+        "normal (the 0 label of a --fault_inventory file)",
+    )
+    add(
+        g,
+        "--tensorboard",
+        role=RUN,
+        action="store_true",
+        help="also write per-epoch scalars to <results>/<run>/tensorboard (needs: pip install tensorboard)",
+    )
+    add(
+        g,
         "--resume",
         role=RUN,
         metavar="auto|PATH",
@@ -516,13 +558,49 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: a tqdm bar on a terminal, whole lines in a log file",
     )
+    g = group(
+        "use a trained model",
+        "python run.py --predict --checkpoint PATH --data_path NEW.csv: the trained windowing, scaler and graph applied to new logs",
+    )
+    add(
+        g,
+        "--predict",
+        role=RUN,
+        action="store_true",
+        help="apply --checkpoint to --data_path (no labels needed) and write predictions.csv; with labels, also the metrics",
+    )
+    add(g, "--checkpoint", role=RUN, metavar="PATH", default=None, help="--predict: a best.pt or last.pt written by this runner")
+    add(
+        g,
+        "--export",
+        role=RUN,
+        choices=("torchscript", "onnx"),
+        default=None,
+        help="after testing (also with --is_training 0), write <checkpoints>/<run>/model.ts|.onnx and a model.json card: raw "
+        "sensor windows [B, T, C] in, class probabilities out, the scaler (and GAF / graph) inside; onnx needs pip install onnx onnxscript",
+    )
+
+    from utils import tsl
+
+    tsl.add_flags(
+        group(
+            "Time-Series-Library names",
+            "accepted so that TSL classification scripts run: translated into the flags above; TSL flags that do not apply "
+            "here (--top_k, --features, --label_len, --pred_len, --embed, augmentation flags, ...) are accepted and named in one note",
+        ),
+        add,
+        TSL,
+    )
     return p
 
 
-def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Cross-flag checks and defaults that depend on other flags."""
+def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None) -> list[str]:
+    """Cross-flag checks and defaults that depend on other flags; returns notes to print
+    (Time-Series-Library flags that were mapped or ignored)."""
     from models import DEFAULT_MODEL, model_format
+    from utils import tsl
 
+    notes = tsl.translate(parser, args, argv)
     if args.model is None:  # own data: the model that did best on real AHU logs (benchmarks/README.md)
         args.model = DEFAULT_MODEL[args.data or ("Classification" if args.data_path else "DualGAF")]
     if args.data is None:
@@ -533,7 +611,7 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"argument --n_heads: {args.n_heads} does not divide --d_model {args.d_model}")
     if args.model_id is None:
         args.model_id = re.sub(r"[^\w.+=-]", "_", Path(args.data_path).stem) if args.data_path else "ahu"
-    if args.stride is None:
+    if args.stride is None and not args.predict:  # --predict: the checkpoint's stride
         args.stride = max(1, args.step // 2)
     if args.train_stride is not None and args.split == "random":
         parser.error("argument --train_stride: --split random deals windows at random, use --split blocked or chronological")
@@ -555,6 +633,13 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.target_batch_size is not None and (args.gradient_accumulation_steps is not None or args.enable_auto_gradient_accumulation):
         other = "--enable_auto_gradient_accumulation" if args.enable_auto_gradient_accumulation else "--gradient_accumulation_steps"
         parser.error(f"argument --target_batch_size: sets the steps itself; drop it or {other}")
+    if args.predict and (args.checkpoint is None or args.data_path is None):
+        parser.error("argument --predict: needs --checkpoint PATH (a best.pt) and --data_path NEW.csv")
+    if args.checkpoint is not None and not args.predict:
+        parser.error("argument --checkpoint: is read by --predict (to continue training use --resume PATH)")
+    if args.overwrite and (args.resume is not None or not args.is_training or args.predict):
+        other = "--resume continues it" if args.resume is not None else "it only applies to training"
+        parser.error(f"argument --overwrite: starts the run afresh, but {other}")
     if args.resume not in (None, "auto") and args.itr > 1:
         parser.error("argument --resume: a checkpoint path resumes one run; use --resume auto with --itr")
     if args.export_data is not None and not args.export_data.strip():
@@ -563,6 +648,7 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         value = getattr(args, flag)
         if not value or not re.fullmatch(r"[\w.+=-]+", value) or value in (".", ".."):
             parser.error(f"argument --{flag}: {value!r} must be a non-empty name of letters, digits and . _ - + = (it names folders)")
+    return notes
 
 
 def accumulation_plan(parser: argparse.ArgumentParser, args: argparse.Namespace):
@@ -580,24 +666,69 @@ def accumulation_plan(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"argument {exc}")
 
 
+# Recipe flags left out of the configuration hash: a path names the same data from another
+# folder (the data fingerprint guards a resume instead).
+NOT_HASHED = ("root_path",)
+HASH_ORDER = 10.5  # the hash's place in the run name: after the seed, before --des
+
+
+def config_hash(args: argparse.Namespace) -> str:
+    """Six hex digits of the recipe flags that the readable name leaves out, where they differ
+    from their defaults ('' when none does): runs that differ in --dropout, --norm, --optimizer,
+    ... get folders of their own, while a new flag with a default leaves every name as it was.
+    Stable across Python sessions (sha1 of sorted JSON)."""
+    parser = build_parser()
+    reference = parser.parse_args(["--step", str(args.step)])  # defaults resolved as validate() resolves them
+    validate(parser, reference)
+    unnamed = [dest for dest, flag in flag_table().items() if flag.role == RECIPE and flag.name is None and dest not in NOT_HASHED]
+    changed = {dest: getattr(args, dest) for dest in unnamed if getattr(args, dest) != getattr(reference, dest)}
+    if not changed:
+        return ""
+    return hashlib.sha1(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
 def run_name(args: argparse.Namespace, plan, ii: int) -> str:
     """Runs that differ in any name part never overwrite each other. With --target_batch_size
     the name holds the target, not the steps, so the same run continues on another number of
-    processes; without it, a run of several processes says how many (its effective batch differs)."""
+    processes; without it, a run of several processes says how many (its effective batch differs).
+    Every other recipe flag goes into a short hash (``config_hash``)."""
     steps = plan.steps if plan.world_size == 1 else f"{plan.steps}_np{plan.world_size}"  # the resolved layout
     values = {**vars(args), "gradient_accumulation_steps": steps}
     parts = []
-    for dest, flag in sorted(((d, f) for d, f in flag_table().items() if f.name), key=lambda item: item[1].name.order):
+    for dest, flag in flag_table().items():
+        if flag.name is None:
+            continue
         shows = flag.name.shows(args) if flag.name.shows else values[dest] is not None and values[dest] is not False
         if shows:
-            parts.append(flag.name.fmt.format(values[dest]))
-    return "_".join([*parts, str(ii)])
+            parts.append((flag.name.order, flag.name.fmt.format(values[dest])))
+    digest = config_hash(args)
+    if digest:
+        parts.append((HASH_ORDER, f"h{digest}"))
+    return "_".join([*(text for _, text in sorted(parts, key=lambda part: part[0])), str(ii)])
+
+
+def check_run_folders(args: argparse.Namespace, settings: list[str], runtime) -> None:
+    """A training run never replaces an earlier run's work unless asked (--resume, --overwrite)."""
+    if not args.is_training or args.resume is not None or args.overwrite:
+        return
+    from utils.errors import UserError
+
+    for setting in settings:
+        folders = [(Path(args.checkpoints) / setting, ("last.pt", "best.pt")), (Path(args.results) / setting, ("metrics.json",))]
+        for folder, files in folders:
+            found = runtime.from_writer(lambda: [name for name in files if (folder / name).is_file()])  # noqa: B023
+            if found:
+                raise UserError(
+                    f"run folder {folder} already holds {found[0]} of an earlier run: continue it with --resume auto, start "
+                    "another with --des NAME, or replace it with --overwrite"
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    validate(parser, args)
+    notes = validate(parser, args, argv)
     plan = accumulation_plan(parser, args)
 
     import torch
@@ -613,6 +744,8 @@ def main(argv: list[str] | None = None) -> int:
         if not runtime.is_writer:  # one process prints; the others print errors only
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
             args.progress = "none"
+        for note in notes:
+            print(f"note: {note}", flush=True)
         code = _run(args, plan, runtime)
         wait_s = args.dist_timeout
         return code
@@ -652,6 +785,10 @@ def _run(args: argparse.Namespace, plan, runtime) -> int:
     from data_provider.data_factory import build_data
     from data_provider.sources import export_simulated_csv
     from exp.exp import Exp
+    from exp.export import check_available as check_export
+    from utils import tracking, tsl
+    from utils.fdd import find_normal_class
+    from utils.outputs import write_json
     from utils.seed import make_deterministic, seed_everything
 
     if args.export_data:
@@ -661,20 +798,56 @@ def _run(args: argparse.Namespace, plan, runtime) -> int:
         return 0
     if args.deterministic:
         make_deterministic()
+    if args.predict:
+        from exp.predict import predict
+
+        return predict(args, runtime)
+    tracking.check_available(args)
+    check_export(args.export)
+    repeats = [copy.copy(args) for _ in range(args.itr)]
+    for ii, run_args in enumerate(repeats):
+        run_args.seed = args.seed + ii
+    settings = [run_name(run_args, plan, ii) for ii, run_args in enumerate(repeats)]
+    check_run_folders(args, settings, runtime)
     if plan.note():
         print(plan.note(), flush=True)
     data = build_data(args)  # the same windows for every repetition
-    for ii in range(args.itr):
-        run_args = copy.copy(args)
-        run_args.seed = args.seed + ii
-        setting = run_name(run_args, plan, ii)
+    tsl.check_dims(args, len(data.channels), data.num_classes, data.source)
+    find_normal_class(data.class_names, args.normal_class)  # a wrong --normal_class stops the run before it trains
+    results = []
+    for run_args, setting in zip(repeats, settings):
         print(f">>> {'training' if args.is_training else 'testing'} {setting}", flush=True)
         seed_everything(run_args.seed)
         exp = Exp(run_args, data, plan, runtime)
         if args.is_training:
             exp.train(setting)
-        exp.test(setting)
+        results.append(exp.test(setting))
+        if args.export:
+            exp.export(setting)
+    if len(results) > 1:
+        summary = repeat_summary(results)
+        path = Path(args.results) / settings[0] / "repeats.json"
+        runtime.write(path, lambda: write_json(path, summary))
+        print(f"{summary['line']} -> {path}", flush=True)
     return 0
+
+
+def repeat_summary(results: list[dict]) -> dict:
+    """Mean and standard deviation (n - 1) of the test figures over --itr repeats."""
+    import numpy as np
+
+    keys = ("test_accuracy", "test_macro_f1", "test_loss", "false_alarm_rate", "detection_rate")
+    summary = {"runs": [r["run"] for r in results], "seeds": [r["seed"] for r in results]}
+    for key in keys:
+        values = np.array([r[key] for r in results if r.get(key) is not None], dtype=float)
+        if len(values) == len(results):
+            summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)), "values": values.tolist()}
+    acc, f1 = summary["test_accuracy"], summary["test_macro_f1"]
+    summary["line"] = (
+        f"Over {len(results)} repeats (seeds {results[0]['seed']}..{results[-1]['seed']}): accuracy {acc['mean']:.2%} +- "
+        f"{acc['std']:.2%} | macro-F1 {f1['mean']:.4f} +- {f1['std']:.4f}"
+    )
+    return summary
 
 
 if __name__ == "__main__":

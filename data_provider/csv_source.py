@@ -39,7 +39,7 @@ UNLISTED_FAULT = "fault (not in inventory)"
 @dataclass
 class CsvTable:
     values: np.ndarray  # [rows, channels] float64, missing values handled
-    labels: list[str]  # class name per row
+    labels: list[str] | None  # class name per row (None: no label column, read for prediction)
     times: np.ndarray | None  # datetime64[ns] or None
     breaks: np.ndarray  # [rows] bool: a new segment starts here whatever the label
     channels: list[str]
@@ -165,10 +165,12 @@ def read_sensor_csv(
     feature_cols: list[str] | None,
     inventory: Path | None,
     missing: str,
+    labels_required: bool = True,
 ) -> CsvTable:
     frame = read_strings(path, "--data_path")
     notes: list[str] = []
-    if label_col not in frame.columns:
+    has_labels = label_col in frame.columns
+    if not has_labels and labels_required:
         raise UserError(f"--label_col: column '{label_col}' not found in {path} (columns: {', '.join(frame.columns)})")
     if time_col is not None and time_col not in frame.columns:
         raise UserError(f"--time_col: column '{time_col}' not found in {path} (columns: {', '.join(frame.columns)})")
@@ -182,15 +184,18 @@ def read_sensor_csv(
             frame, times = frame.iloc[order].reset_index(drop=True), times[order]
             notes.append(f"rows sorted by '{time_col}'")
 
-    labels = frame[label_col]
-    empty_label = np.flatnonzero(labels.str.lower().isin(EMPTY_WORDS).to_numpy())
-    if len(empty_label):
-        raise UserError(f"{path}: column '{label_col}' line {line_of(empty_label[0])}: empty label ({len(empty_label)} such rows)")
-    if inventory is not None:
-        label_list, inventory_notes = apply_inventory(labels, times, inventory, path, label_col)
-        notes += inventory_notes
+    if has_labels:
+        labels = frame[label_col]
+        empty_label = np.flatnonzero(labels.str.lower().isin(EMPTY_WORDS).to_numpy())
+        if len(empty_label):
+            raise UserError(f"{path}: column '{label_col}' line {line_of(empty_label[0])}: empty label ({len(empty_label)} such rows)")
+        if inventory is not None:
+            label_list, inventory_notes = apply_inventory(labels, times, inventory, path, label_col)
+            notes += inventory_notes
+        else:
+            label_list = labels.tolist()
     else:
-        label_list = labels.tolist()
+        label_list = [""] * len(frame)  # one segment per time gap
 
     candidates = feature_cols or [c for c in frame.columns if c not in (label_col, time_col)]
     if feature_cols:
@@ -243,4 +248,4 @@ def read_sensor_csv(
             values = fill_missing(values, np.cumsum(change), missing)
     if len(values) < 2:
         raise UserError(f"{path}: only {len(values)} usable row(s)")
-    return CsvTable(values.to_numpy(dtype=np.float64), label_arr.tolist(), times, breaks, list(columns), notes)
+    return CsvTable(values.to_numpy(dtype=np.float64), label_arr.tolist() if has_labels else None, times, breaks, list(columns), notes)

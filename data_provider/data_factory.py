@@ -7,6 +7,7 @@ rows -> format-specific fitting (e.g. the sensor graph) -> three ``WindowDataset
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from data_provider.graph import correlation_adjacency
 from data_provider.sampler import EpochBatchSampler
 from data_provider.scaling import SCALERS
 from data_provider.sources import class_order, load_table
-from data_provider.uea import is_uea, load_uea, stack, stratified_holdout
+from data_provider.uea import is_uea, load_uea, stack, stratified_holdout, ts_paths
 from data_provider.windows import BLOCK_PATTERN, SPLITS, blocked_split, chronological_split, find_segments, random_split
 from utils.errors import UserError
 from utils.signals import ignore_stop_signals
@@ -117,6 +118,9 @@ class DataBundle:
     fmt: PlainFormat
     source: str
     seq_len: int
+    scaler: object = None  # fitted on the training rows; what a trained model needs to see new data the same way
+    times: np.ndarray | None = None  # [rows] datetime64[ns] of the table's rows (None: UEA samples, no time column)
+    ready_cut: bool = False  # UEA: every window is one sample of the file, not cut from a table
 
     @property
     def num_classes(self) -> int:
@@ -189,7 +193,9 @@ def build_uea(args) -> DataBundle:
     lengths = {len(s) for s in train_set.series + test_set.series}
     unequal = "" if len(lengths) == 1 else ", unequal lengths " + ("padded and masked" if fmt.pads else "resampled")
     source = f"UEA {args.data_path} ({train_set.path.name} + {test_set.path.name}, length {length}{unequal})"
-    return DataBundle(**datasets, class_names=names, channels=channels, fmt=fmt, source=source, seq_len=length)
+    return DataBundle(
+        **datasets, class_names=names, channels=channels, fmt=fmt, source=source, seq_len=length, scaler=scaler, ready_cut=True
+    )
 
 
 def check_channels(train_rows: np.ndarray, channels: list[str], source: str) -> None:
@@ -204,6 +210,9 @@ def check_channels(train_rows: np.ndarray, channels: list[str], source: str) -> 
 def build_data(args) -> DataBundle:
     if args.data_path and is_uea(args.root_path, args.data_path):
         return build_uea(args)
+    if args.data_path and not Path(args.data_path).suffix and not (Path(args.root_path) / args.data_path).exists():
+        train_ts = ts_paths(args.root_path, args.data_path)[0]
+        raise UserError(f"--data_path: neither the file {Path(args.root_path) / args.data_path} nor the UEA file {train_ts} exists")
     table = load_table(args)
     for note in table.notes:
         print(f"note: {note}", flush=True)
@@ -225,7 +234,8 @@ def build_data(args) -> DataBundle:
     fmt.fit(scaler.transform(train_rows))
     values = torch.as_tensor(scaler.transform(table.values), dtype=dtype)
     datasets = {name: WindowDataset(values, split[name].starts, split[name].labels, args.step, fmt) for name in SPLITS}
-    return DataBundle(**datasets, class_names=table.class_names, channels=table.channels, fmt=fmt, source=table.source, seq_len=args.step)
+    return DataBundle(**datasets, class_names=table.class_names, channels=table.channels, fmt=fmt, source=table.source,
+                      seq_len=args.step, scaler=scaler, times=table.times)  # fmt: skip
 
 
 def make_loader(

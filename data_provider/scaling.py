@@ -19,6 +19,11 @@ class StandardScaler:
     def transform(self, values: np.ndarray) -> np.ndarray:
         return (values - self.mean) / self.scale
 
+    def affine(self) -> dict[str, np.ndarray]:
+        """``transform`` as (x - center) / width * gain + bias, the same float operations."""
+        ones = np.ones_like(self.mean)
+        return {"center": self.mean, "width": self.scale, "gain": ones, "bias": 0 * ones}
+
 
 class MinMaxScaler:
     """Training range of each channel -> [-1, 1] (what Gramian angular fields need).
@@ -35,6 +40,13 @@ class MinMaxScaler:
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         return np.where(np.isinf(self.span), 0.0, 2.0 * (values - self.low) / self.span - 1.0)
+
+    def affine(self) -> dict[str, np.ndarray]:
+        """``transform`` as (x - center) / width * gain + bias: scaling by 2 is exact in binary
+        floating point, so the result is bit for bit the same; a constant channel gets gain 0."""
+        constant = np.isinf(self.span)
+        return {"center": self.low, "width": np.where(constant, 1.0, self.span), "gain": np.where(constant, 0.0, 2.0),
+                "bias": np.where(constant, 0.0, -1.0)}  # fmt: skip
 
 
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler}

@@ -28,6 +28,7 @@ class Table:
     channels: list[str]
     source: str
     notes: list[str] = field(default_factory=list)
+    times: np.ndarray | None = None  # [rows] datetime64[ns], when the table has a time column
 
 
 def simulated_frame(args):
@@ -53,6 +54,7 @@ def load_table(args) -> Table:
             class_names=names,
             channels=list(simulator.SENSORS),
             source=f"built-in AHU simulator ({args.sim_days} days per class, --sim_seed {args.sim_seed})",
+            times=frame[simulator.TIME_COLUMN].to_numpy(dtype="datetime64[ns]"),
         )
     path = Path(args.root_path) / args.data_path
     features = [c.strip() for c in args.feature_cols.split(",")] if args.feature_cols else None
@@ -70,6 +72,7 @@ def load_table(args) -> Table:
         channels=csv.channels,
         source=str(path),
         notes=csv.notes,
+        times=csv.times,
     )
 
 

@@ -19,8 +19,9 @@ from utils.outputs import append_summary, write_json, writing
 
 # Columns of <results>/summary.csv, all taken from metrics.json.
 SUMMARY_COLUMNS = (
-    "run", "model", "data", "batch_size", "accumulation_steps", "processes", "effective_batch_size", "learning_rate",
-    "loss_preset", "seed", "epochs_run", "optimizer_updates", "monitor", "best_val", "test_accuracy", "test_macro_f1", "wall_time_s",
+    "run", "phase", "finished", "model", "data", "batch_size", "accumulation_steps", "processes", "effective_batch_size",
+    "learning_rate", "loss_preset", "seed", "epochs_run", "optimizer_updates", "monitor", "best_val", "test_accuracy",
+    "test_macro_f1", "false_alarm_rate", "detection_rate", "wall_time_s",
 )  # fmt: skip
 
 
@@ -29,7 +30,7 @@ def evaluate(model, loader, device, autocast, runtime, num_classes: int) -> dict
     """Mean cross-entropy (a fixed yardstick, whatever the training loss preset), accuracy,
     macro-F1 and the predictions, over the whole split."""
     model.eval()
-    losses, preds, labels = [], [], []
+    losses, preds, labels, probs = [], [], [], []
     for batch in loader:
         batch = batch.to(device, non_blocking=True)
         with autocast():
@@ -37,33 +38,32 @@ def evaluate(model, loader, device, autocast, runtime, num_classes: int) -> dict
         losses.append(F.cross_entropy(logits.float(), batch.labels, reduction="none").double().cpu().numpy())
         preds.append(logits.argmax(-1).cpu().numpy())
         labels.append(batch.labels.cpu().numpy())
-    mine = [np.concatenate(part) if part else np.zeros(0, dtype=kind) for part, kind in
-            ((losses, np.float64), (preds, np.int64), (labels, np.int64))]  # fmt: skip
+        probs.append(torch.softmax(logits.double(), dim=-1).cpu().numpy())  # as exp/inference.py's Predictor computes them
+    mine = [np.concatenate(part) if part else np.zeros(shape, dtype=kind) for part, kind, shape in
+            ((losses, np.float64, 0), (preds, np.int64, 0), (labels, np.int64, 0), (probs, np.float64, (0, num_classes)))]  # fmt: skip
     shards = runtime.gather(mine)  # in rank order: the shards are contiguous, so this is the split's order
-    loss, y_pred, y_true = (np.concatenate([shard[i] for shard in shards]) for i in range(3))
+    loss, y_pred, y_true, prob = (np.concatenate([shard[i] for shard in shards]) for i in range(4))
     report = classification_report(y_true, y_pred, num_classes)
     report["loss"] = float(loss.sum() / max(len(y_true), 1))
-    report["y_true"], report["y_pred"] = y_true, y_pred
+    report["y_true"], report["y_pred"], report["probs"] = y_true, y_pred, prob
     return report
 
 
-def write_test_outputs(results_dir: Path, summary_path: Path, metrics: dict, report: dict, title: str) -> None:
-    """metrics.json, predictions.csv, confusion_matrix.png and one summary.csv row (writer only)."""
+def write_test_outputs(results_dir: Path, summary_path: Path, metrics: dict, predictions, title: str) -> None:
+    """metrics.json, predictions.csv (the format of --predict), confusion_matrix.png and one summary.csv row (writer only)."""
+    from exp.inference import write_predictions
     from utils.plots import plot_confusion_matrix
 
     write_json(results_dir / "metrics.json", metrics)
-    predictions = results_dir / "predictions.csv"
-    with writing(predictions):
-        np.savetxt(predictions, np.stack([report["y_true"], report["y_pred"]], 1), fmt="%d", delimiter=",", header="true,pred",
-                   comments="")  # fmt: skip
+    write_predictions(results_dir / "predictions.csv", predictions)
     with writing(results_dir / "confusion_matrix.png"):
-        plot_confusion_matrix(report["confusion_matrix"], metrics["class_names"], results_dir / "confusion_matrix.png", title)
+        plot_confusion_matrix(metrics["confusion_matrix"], metrics["class_names"], results_dir / "confusion_matrix.png", title)
     append_summary(summary_path, {k: metrics[k] for k in SUMMARY_COLUMNS})
 
 
-def write_training_curves(results_dir: Path, history: list[dict]) -> None:
+def write_training_curves(results_dir: Path, history: list[dict], loss_name: str | None = None) -> None:
     from utils.plots import plot_training_curves
 
     if history:
         with writing(results_dir / "training_curves.png"):
-            plot_training_curves(history, results_dir / "training_curves.png")
+            plot_training_curves(history, results_dir / "training_curves.png", loss_name=loss_name)

@@ -9,6 +9,7 @@ optimizer, scheduler, GradScaler, the training state and its checkpoints. The lo
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +18,19 @@ import torch
 from data_provider.data_factory import DataBundle, build_data, make_eval_loader, make_loader
 from exp.accumulation import AccumulationPlan, AccumulationPolicy, plan_accumulation
 from exp.evaluation import evaluate, write_test_outputs, write_training_curves
+from exp.inference import deployment_record, prediction_table, predictor_from_model, window_bounds
 from exp.runtime import SingleProcess
 from exp.state import Checkpoints, TrainingState, check_model, check_resumable, layout_of, rank_seed
 from exp.trainer import Trainer, TrainingAborted
 from models import InputDims, build_model
 from utils.early_stopping import EarlyStopping
 from utils.errors import UserError
+from utils.fdd import fdd_rates, find_normal_class, format_report
 from utils.losses import build_loss, fault_family
-from utils.outputs import ensure_dir, write_history
+from utils.outputs import ensure_dir, write_history, write_json
+from utils.provenance import now, run_record
 from utils.schedulers import build_scheduler
+from utils.tracking import NullTracker, start_tracker
 
 __all__ = ["Exp", "TrainingAborted"]
 
@@ -85,6 +90,7 @@ class Exp:
         if rt.distributed:
             self._check_processes_agree()
         self.ckpt_dir = self.results_dir = None  # set by train()
+        self.tracker = NullTracker()
         self.trainer = Trainer(
             args=args, plan=self.plan, runtime=rt, model=self.model, criterion=self.criterion, optimizer=self.optimizer,
             scheduler=self.scheduler, scheduler_per_update=scheduler_per_update, scaler=self.scaler, amp_dtype=self.amp_dtype,
@@ -170,15 +176,25 @@ class Exp:
     # ---------------------------------------------------------------- train
     def train(self, setting: str) -> dict:
         a, rt = self.args, self.runtime
-        self.ckpt_dir = rt.from_writer(lambda: ensure_dir(Path(a.checkpoints) / setting, "--checkpoints"))
-        self.results_dir = rt.from_writer(lambda: ensure_dir(Path(a.results) / setting, "--results"))
+        folders = (Path(a.checkpoints) / setting, Path(a.results) / setting)
+        if a.overwrite:  # asked for: the earlier run's files go only now, once data and model were built without error
+            rt.from_writer(lambda: [shutil.rmtree(folder) for folder in folders if folder.is_dir()])
+        self.ckpt_dir = rt.from_writer(lambda: ensure_dir(folders[0], "--checkpoints"))
+        self.results_dir = rt.from_writer(lambda: ensure_dir(folders[1], "--results"))
         self.trainer.ckpt_dir = self.ckpt_dir
         resumed_from = self._resume() if a.resume else None
+        path = self.results_dir / "args.json"
+        rt.write(path, lambda: write_json(path, run_record(a, setting, self.data.source)))
+        self.tracker = start_tracker(a, self.results_dir, rt.is_writer)
         print(self.describe(), flush=True)
         if resumed_from:
             print(self._resume_line(resumed_from), flush=True)
-        self.trainer.fit()
-        rt.write(self.results_dir / "training_curves.png", lambda: write_training_curves(self.results_dir, self.state.history))
+        try:
+            self.trainer.fit()
+        finally:
+            self.tracker.close()
+        rt.write(self.results_dir / "training_curves.png",
+                 lambda: write_training_curves(self.results_dir, self.state.history, a.loss_preset))  # fmt: skip
         return {"epochs": len(self.state.history), "updates": self.state.updates, "seconds": self.state.train_seconds}
 
     def train_epoch(self, epoch: int) -> None:
@@ -187,6 +203,7 @@ class Exp:
     def _write_history(self, history: list[dict]) -> None:
         path = self.results_dir / "history.csv"
         self.runtime.write(path, lambda: write_history(path, history))
+        self.tracker.log_epoch(history[-1])
 
     # ------------------------------------------------------------ evaluation
     def vali(self, loader) -> dict:
@@ -209,8 +226,12 @@ class Exp:
         results_dir = rt.from_writer(lambda: ensure_dir(Path(a.results) / setting, "--results"))
         report = self.vali(self.test_loader)
         names = self.data.class_names
+        normal = find_normal_class(names, a.normal_class)
+        fdd = fdd_rates(report["confusion_matrix"], normal)
         metrics = {
             "run": setting,
+            "phase": "train" if s.history and a.is_training else "test",  # a summary row from training, or from --is_training 0
+            "finished": now(),
             "model": a.model,
             "data": a.data,
             "source": self.data.source,
@@ -222,6 +243,11 @@ class Exp:
             "per_class": {name: {k: report[k][i] for k in ("precision", "recall", "f1", "support")} for i, name in enumerate(names)},
             "confusion_matrix": report["confusion_matrix"],
             "class_names": names,
+            "normal_class": None if normal is None else names[normal],
+            "false_alarm_rate": fdd["false_alarm_rate"],
+            "detection_rate": fdd["detection_rate"],
+            "diagnosis_accuracy": fdd["diagnosis_accuracy"],
+            "fault_detection": fdd,
             "batch_size": layout["batch_size"],
             "accumulation_steps": layout["steps"],
             "accumulation_mode": self.plan.mode,
@@ -242,14 +268,49 @@ class Exp:
             "learning_rate": a.learning_rate,
         }
         title = f"{a.model} on {a.data}: accuracy {report['accuracy']:.2%}, macro-F1 {report['macro_f1']:.3f}"
+        predictions = prediction_table(*self._test_window_bounds(), report["probs"], names, report["y_true"])
         rt.write(results_dir / "metrics.json",
-                 lambda: write_test_outputs(results_dir, Path(a.results) / "summary.csv", metrics, report, title))  # fmt: skip
+                 lambda: write_test_outputs(results_dir, Path(a.results) / "summary.csv", metrics, predictions, title))  # fmt: skip
+        print(format_report(report, names, normal), flush=True)
         print(
             f"Test: accuracy {report['accuracy']:.2%} | macro-F1 {report['macro_f1']:.4f} | loss {report['loss']:.4f}"
             f" | {len(report['y_true'])} windows -> {results_dir}",
             flush=True,
         )
         return metrics
+
+    def _test_window_bounds(self) -> tuple[list, list]:
+        """Times (or row numbers) of the test windows; ready-cut UEA samples are numbered as in their TEST file."""
+        if self.data.ready_cut:
+            number = list(range(len(self.data.test)))
+            return number, number
+        return window_bounds(self.data.times, self.data.test.starts, self.data.seq_len)
+
+    def raw_windows(self, split, n: int | None = None) -> torch.Tensor:
+        """Windows of a split in sensor units (the scaling undone; a constant channel gets its training value):
+        what an exported model or the Predictor takes."""
+        affine = self.data.scaler.affine()
+        rows = torch.as_tensor(split.starts[:n])[:, None] + split.offsets
+        scaled = split.values[rows].double().cpu().numpy()
+        gain = np.where(affine["gain"] == 0, np.inf, affine["gain"])
+        return torch.as_tensor((scaled - affine["bias"]) / gain * affine["width"] + affine["center"])
+
+    def export(self, setting: str) -> Path:
+        """--export: the tested model with its scaler and input format, for use outside this runner."""
+        from exp.export import INPUT, OUTPUT, SUFFIX, export_predictor
+
+        predictor = predictor_from_model(self.bare_model, self.data.fmt, self.data.scaler, self.dtype)
+        deployment = deployment_record(self.data, self.args)
+        card = {key: deployment[key] for key in ("channels", "class_names", "window", "stride", "interval_s", "format")}
+        card.update(input=f"{INPUT}: float [batch, {self.data.seq_len}, {len(self.data.channels)}], raw sensor values in channel order",
+                    output=f"{OUTPUT}: float64 [batch, {self.data.num_classes}], in class_names order", run=setting,
+                    normal_class=self.args.normal_class, torch=torch.__version__)  # fmt: skip
+        path = Path(self.args.checkpoints) / setting / f"model.{SUFFIX[self.args.export]}"
+        example = self.raw_windows(self.data.test, 2).float()  # exported files take float32 windows
+        self.runtime.write(path, lambda: export_predictor(predictor, example, path, self.args.export, card))
+        print(f"Exported {self.args.export}: {path} (raw sensor windows [B, {self.data.seq_len}, {len(self.data.channels)}] -> "
+              f"probabilities over {self.data.num_classes} classes; see {path.with_suffix('.json').name})", flush=True)  # fmt: skip
+        return path
 
     # ----------------------------------------------------------- checkpoints
     def data_fingerprint(self) -> str:
@@ -272,6 +333,7 @@ class Exp:
             "data_fingerprint": self.data_fingerprint(),
             "layout": layout_of(self.plan),
             "args": dict(vars(self.args)),
+            "deployment": deployment_record(self.data, self.args),
         }
 
     def load(self, path: Path) -> dict:

@@ -2,7 +2,7 @@
 
 The window [B, T, C] is cut into patches of ``--patch_len`` samples; each patch of all
 sensors becomes one token of width ``--d_model``. Pre-norm encoder blocks (``--e_layers``,
-``--n_heads``) with a ``--norm`` choice, mean pooling over tokens, MLP classifier. With a
+``--n_heads``, feed-forward width ``--d_ff``) with a ``--norm`` choice, mean pooling over tokens, MLP classifier. With a
 padding mask (unequal-length series), padded tokens are ignored by attention and pooling.
 """
 
@@ -15,11 +15,11 @@ from models.layers import FeatureNorm, classifier_head
 
 
 class EncoderBlock(nn.Module):
-    def __init__(self, d: int, heads: int, dropout: float, norm: str):
+    def __init__(self, d: int, heads: int, dropout: float, norm: str, d_ff: int):
         super().__init__()
         self.norm1, self.norm2 = FeatureNorm(norm, d), FeatureNorm(norm, d)
         self.attention = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
-        self.feed_forward = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * d, d))
+        self.feed_forward = nn.Sequential(nn.Linear(d, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, padding: torch.Tensor | None = None) -> torch.Tensor:
@@ -37,7 +37,8 @@ class Model(nn.Module):
         d = args.d_model
         self.embed = nn.Linear(self.patch * dims.channels, d)
         self.position = nn.Parameter(torch.zeros(1, tokens, d))
-        self.blocks = nn.ModuleList(EncoderBlock(d, args.n_heads, args.dropout, args.norm) for _ in range(args.e_layers))
+        d_ff = getattr(args, "d_ff", None) or 2 * d  # --d_ff, as in Time-Series-Library
+        self.blocks = nn.ModuleList(EncoderBlock(d, args.n_heads, args.dropout, args.norm, d_ff) for _ in range(args.e_layers))
         self.norm = FeatureNorm(args.norm, d)
         self.head = classifier_head(d, 2 * d, dims.classes, args.dropout)
 

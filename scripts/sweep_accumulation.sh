@@ -2,7 +2,8 @@
 # Sweep: the same effective batch size reached with different micro-batch x accumulation
 # splits. With a model without BatchNorm and --dropout 0 every split trains the same model
 # (up to float rounding); otherwise they differ only by BatchNorm statistics and dropout draws.
-# Every run adds one row to $RESULTS/summary.csv, printed at the end.
+# Every run adds one row to $RESULTS/summary.csv, printed at the end. Running the sweep again
+# continues unfinished runs and re-tests finished ones (--resume auto).
 #
 #   EFFECTIVE=32 MODEL=ResNet1D DATA=Classification bash scripts/sweep_accumulation.sh --train_epochs 10
 set -euo pipefail
@@ -23,7 +24,7 @@ for steps in $STEPS; do
   batch=$(( EFFECTIVE / steps ))
   echo "=== micro-batch $batch x $steps steps = effective batch $EFFECTIVE"
   $PY -u run.py --model "$MODEL" --data "$DATA" --batch_size "$batch" --gradient_accumulation_steps "$steps" \
-    --results "$RESULTS" --checkpoints "$CHECKPOINTS" --des "sweep_eff${EFFECTIVE}" "$@"
+    --results "$RESULTS" --checkpoints "$CHECKPOINTS" --des "sweep_eff${EFFECTIVE}" --resume auto "$@"
 done
 
 echo

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from run import main
-from tests.conftest import TINY
+from exp.accumulation import plan_accumulation
+from run import main, run_name
+from tests.conftest import TINY, make_args
 
 GOOD_CSV = "Datetime,a,b,label\n" + "".join(
     f"2024-01-01 {i // 60:02d}:{i % 60:02d},{i % 7},{(i * 3) % 11},{'x' if i < 60 else 'y'}\n" for i in range(120)
@@ -52,22 +53,35 @@ def checkpoint(kind: str):
     return make
 
 
+def setting(*flags: str) -> str:
+    """The run name these flags (after TINY) give."""
+    args = make_args(*flags)
+    return run_name(args, plan_accumulation(args.batch_size, None, False, None, 1), 0)
+
+
 def other_model_checkpoint(tmp: Path) -> list[str]:
-    run = f"ahu_GNN_GNN_sl32_bs32_ga1_lr0.002_hvac_similar_optimized_seed2021_Exp_0"  # noqa: F541
-    folder = tmp / "out" / "checkpoints" / run.replace("GNN_GNN", "ResNet1D_Classification")
+    flags = ["--is_training", "0", "--model", "ResNet1D"]
+    folder = tmp / "out" / "checkpoints" / setting(*flags)
     folder.mkdir(parents=True)
     shutil.copy(CHECKPOINT, folder / "best.pt")  # a GNN checkpoint where a ResNet1D one should be
-    return ["--is_training", "0", "--model", "ResNet1D"]
+    return flags
 
 
 def other_classes_checkpoint(tmp: Path) -> list[str]:
     (tmp / "two.csv").write_text(GOOD_CSV)
-    run = "two_GNN_GNN_sl8_bs32_ga1_lr0.002_hvac_similar_optimized_seed2021_Exp_0"
-    folder = tmp / "out" / "checkpoints" / run
+    flags = ["--is_training", "0", "--model", "GNN", "--root_path", str(tmp), "--data_path", "two.csv", "--step", "8",
+             "--stride", "4", "--split_block", "1"]  # fmt: skip
+    folder = tmp / "out" / "checkpoints" / setting(*flags)
     folder.mkdir(parents=True)
     shutil.copy(CHECKPOINT, folder / "best.pt")  # trained on the 8 simulator classes
-    return ["--is_training", "0", "--model", "GNN", "--root_path", str(tmp), "--data_path", "two.csv", "--step", "8",
-            "--stride", "4", "--split_block", "1"]  # fmt: skip
+    return flags
+
+
+def existing_run(tmp: Path) -> list[str]:
+    folder = tmp / "out" / "checkpoints" / setting()
+    folder.mkdir(parents=True)
+    shutil.copy(CHECKPOINT, folder / "best.pt")  # a finished run of the same flags
+    return []
 
 
 def output_is_a_file(flag: str):
@@ -167,6 +181,26 @@ CASES = {
     "resume plain tensor": (checkpoint("tensor"), "given.pt"),
     "checkpoint of another model": (other_model_checkpoint, "holds a GNN model"),
     "checkpoint with other classes": (other_classes_checkpoint, "other classes"),
+    # runs never replace each other
+    "the same run again": (existing_run, "already holds best.pt of an earlier run: continue it with --resume auto"),
+    "overwrite with resume": (["--overwrite", "--resume", "auto"], "--overwrite"),
+    "overwrite when only testing": (["--overwrite", "--is_training", "0"], "--overwrite"),
+    "unknown normal class": (["--normal_class", "healthy"], "--normal_class 'healthy' is not a class"),
+    # using a trained model
+    "predict without a checkpoint": (["--predict", "--data_path", "x.csv"], "--predict"),
+    "checkpoint without predict": (["--checkpoint", "x.pt"], "--checkpoint"),
+    "predict with a missing checkpoint": (lambda t: csv_file("g.csv", GOOD_CSV)(t) + ["--predict", "--checkpoint", str(t / "no.pt")],
+                                          "no.pt"),
+    "predict on a log without the trained sensors": (lambda t: csv_file("g.csv", GOOD_CSV)(t) + ["--predict", "--checkpoint",
+                                                     str(CHECKPOINT)], "lacks the sensor column(s) OA_TEMP"),
+    # Time-Series-Library command lines
+    "abbreviated flag": (["--learning", "0.1"], "--learning"),
+    "tsl task not classification": (["--task_name", "imputation"], "--task_name"),
+    "tsl lradj without equivalent": (["--lradj", "type3"], "--lradj"),
+    "tsl enc_in not the data's": (["--enc_in", "7"], "--enc_in 7"),
+    "tsl num_class not the data's": (["--num_class", "2"], "--num_class 2"),
+    "single ts file": (["--data_path", "one.ts"], "NAME_TRAIN.ts"),
+    "uea without a name": (["--data", "UEA"], "--model_id"),
 }  # fmt: skip
 
 CHECKPOINT: Path = Path()
@@ -194,7 +228,7 @@ def call(flags: list[str]) -> int:
 
 
 def test_the_battery_is_large_enough():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 55
 
 
 # Under torchrun (its environment variables, no peer needed: these are refused before any group forms).

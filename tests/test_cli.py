@@ -100,12 +100,12 @@ def test_runs_that_differ_in_training_stride_or_temporal_branch_get_their_own_fo
 
 
 def test_every_flag_declares_its_role_and_the_derived_lists_follow_the_declarations():
-    from run import LAYOUT, RECIPE, RUN, build_parser, flag_table, flags_with_role
+    from run import LAYOUT, RECIPE, RUN, TSL, build_parser, flag_table, flags_with_role
 
     parser = build_parser()
     dests = {action.dest for action in parser._actions if action.dest != "help"}
     assert dests == set(flag_table())  # no flag added around add()
-    assert {flag.role for flag in flag_table().values()} <= {RECIPE, LAYOUT, RUN}
+    assert {flag.role for flag in flag_table().values()} <= {RECIPE, LAYOUT, RUN, TSL}
     recipe = set(flags_with_role(RECIPE))
     assert {"model", "learning_rate", "dropout", "cross_epoch_accumulation", "loss_preset"} <= recipe
     layout = {"batch_size", "gradient_accumulation_steps", "enable_auto_gradient_accumulation", "target_batch_size"}

@@ -3,6 +3,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,10 +76,17 @@ def test_is_training_0_tests_the_saved_best_checkpoint(tmp_path):
     assert len(list(csv.DictReader(open(tmp_path / "res" / "summary.csv")))) == 2
 
 
-def test_itr_repeats_with_new_seeds_into_separate_runs(tmp_path):
-    assert run_main(tmp_path, "--data", "GNN", "--train_epochs", "1", "--itr", "2", "--seed", "7") == 0
+def test_itr_repeats_with_new_seeds_into_separate_runs_and_ends_with_mean_and_std(tmp_path, capsys):
+    assert run_main(tmp_path, "--data", "GNN", "--train_epochs", "1", "--itr", "3", "--seed", "7") == 0
     names = sorted(p.name for p in (tmp_path / "res").iterdir() if p.is_dir())
-    assert len(names) == 2 and "_seed7_Exp_0" in names[0] and "_seed8_Exp_1" in names[1]
+    assert len(names) == 3 and "_seed7_" in names[0] and names[0].endswith("_Exp_0") and "_seed9_" in names[2]
+    accuracy = [json.loads((tmp_path / "res" / n / "metrics.json").read_text())["test_accuracy"] for n in names]
+    repeats = json.loads((tmp_path / "res" / names[0] / "repeats.json").read_text())
+    assert repeats["test_accuracy"]["mean"] == pytest.approx(np.mean(accuracy))
+    assert repeats["test_accuracy"]["std"] == pytest.approx(np.std(accuracy, ddof=1))
+    assert repeats["runs"] == names and repeats["seeds"] == [7, 8, 9]
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("Over 3 repeats (seeds 7..9): accuracy") and f"{np.mean(accuracy):.2%}" in last
 
 
 def test_log_progress_is_whole_lines_with_the_accumulation_state(tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -57,15 +58,28 @@ def _fmt(value) -> str:
 
 
 def append_summary(path: Path, row: dict) -> None:
-    """Append one run to summary.csv; an existing file keeps its column order."""
+    """Append one run to summary.csv. An existing file keeps its column order; columns it lacks
+    (a summary of an older version) are added at the end, the old rows left empty there."""
     fieldnames = list(row)
     new = not path.exists() or path.stat().st_size == 0
     if not new:
         with open(path, newline="") as handle:
-            header = next(csv.reader(handle), None)
-        fieldnames = header or fieldnames
+            header = next(csv.reader(handle), None) or []
+        fieldnames = header + [name for name in row if name not in header]
+        if fieldnames != header:  # rewrite the file once with the wider header (atomically)
+            with open(path, newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            _atomic_write_text(path, _csv_text(fieldnames, rows))
     with writing(path), open(path, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fieldnames, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerow({k: _fmt(v) for k, v in row.items()})
+
+
+def _csv_text(fieldnames: list[str], rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

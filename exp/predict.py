@@ -1,0 +1,135 @@
+"""``run.py --predict``: apply a trained checkpoint to a new sensor log.
+
+The log is read like training data (same CSV rules, --missing, time gaps cut segments), its
+sensor columns must be the trained ones, its sampling interval the trained one. Windows of the
+trained length are cut every trained stride (``--stride`` overrides) inside every stretch
+without a time gap, and the training scaler, graph and GAF settings (all in the checkpoint)
+turn them into model inputs. Labels are optional: when the log has the label column and its
+classes are the model's, the metrics and the fault-detection report follow too.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from data_provider.csv_source import read_sensor_csv
+from data_provider.windows import find_segments
+from exp.inference import load_predictor, prediction_table, probabilities, sampling_interval, window_bounds, write_predictions
+from exp.runtime import resolve_device
+from utils.errors import UserError
+from utils.fdd import fdd_rates, find_normal_class, format_report
+from utils.metrics import classification_report
+from utils.outputs import ensure_dir, write_json
+
+INTERVAL_TOLERANCE = 0.01  # relative difference of the median sampling interval still taken as the same
+
+
+def predict(args, runtime) -> int:
+    if not runtime.is_writer:  # prediction is one process's job
+        return 0
+    checkpoint = Path(args.checkpoint)
+    device = resolve_device(args.device)
+    predictor, state = load_predictor(checkpoint, device)
+    deployment = state["deployment"]
+    channels, class_names, window = deployment["channels"], deployment["class_names"], deployment["window"]
+    stride = args.stride or deployment["stride"]
+
+    path = Path(args.root_path) / args.data_path
+    features = [c.strip() for c in args.feature_cols.split(",")] if args.feature_cols else None
+    inventory = Path(args.root_path) / args.fault_inventory if args.fault_inventory else None
+    log = read_sensor_csv(path, args.time_col, args.label_col, features, inventory, args.missing, labels_required=False)
+    for note in log.notes:
+        print(f"note: {note}", flush=True)
+    values = _trained_columns(log, channels, path)
+    _check_interval(log.times, deployment["interval_s"], path)
+
+    labels = _known_labels(log.labels, class_names, args.label_col, path)
+    segments = find_segments(np.zeros(len(values), dtype=np.int64) if labels is None else labels, log.breaks)
+    starts = np.concatenate([np.arange(seg.start, seg.end - window + 1, stride) for seg in segments]).astype(np.int64)
+    if not len(starts):
+        longest = max(seg.end - seg.start for seg in segments)
+        raise UserError(
+            f"--data_path: {path}: the model's windows of {window} rows are longer than every stretch of the file "
+            f"without a time gap{' or label change' if labels is not None else ''} (the longest has {longest} rows)"
+        )
+    windows = values[starts[:, None] + np.arange(window)]
+    probs = probabilities(predictor, windows, device)
+    y_true = None if labels is None else labels[starts]
+
+    out_dir = ensure_dir(Path(args.results) / checkpoint.parent.name / f"predict_{_safe(Path(args.data_path).stem)}", "--results")
+    table = prediction_table(*window_bounds(log.times, starts, window), probs, class_names, y_true)
+    write_predictions(out_dir / "predictions.csv", table)
+    counts = table["predicted_class"].value_counts()
+    print(f"Predicted {len(starts)} windows of {window} rows (stride {stride}) from {path} with {checkpoint}", flush=True)
+    print("Predicted classes: " + ", ".join(f"{name} {n}" for name, n in counts.items()), flush=True)
+    if y_true is not None:
+        normal = find_normal_class(class_names, args.normal_class or deployment.get("normal_class"))
+        report = classification_report(y_true, probs.argmax(1), len(class_names))
+        metrics = {
+            "checkpoint": str(checkpoint),
+            "data": str(path),
+            "windows": int(len(starts)),
+            "accuracy": report["accuracy"],
+            "macro_f1": report["macro_f1"],
+            "per_class": {name: {k: report[k][i] for k in ("precision", "recall", "f1", "support")} for i, name in enumerate(class_names)},
+            "confusion_matrix": report["confusion_matrix"],
+            "class_names": class_names,
+            "normal_class": None if normal is None else class_names[normal],
+            "fault_detection": fdd_rates(report["confusion_matrix"], normal),
+        }
+        write_json(out_dir / "metrics.json", metrics)
+        print(format_report(report, class_names, normal), flush=True)
+        print(f"Accuracy {report['accuracy']:.2%} | macro-F1 {report['macro_f1']:.4f}", flush=True)
+    print(f"-> {out_dir / 'predictions.csv'}", flush=True)
+    return 0
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.+=-]", "_", name)
+
+
+def _trained_columns(log, channels: list[str], path: Path) -> np.ndarray:
+    """The log's sensor values in the trained column order; missing or extra sensors are refused."""
+    missing = [c for c in channels if c not in log.channels]
+    extra = [c for c in log.channels if c not in channels]
+    if missing:
+        raise UserError(f"--data_path: {path} lacks the sensor column(s) {', '.join(missing)} that the model was trained on")
+    if extra:
+        raise UserError(
+            f"--data_path: {path} has sensor column(s) {', '.join(extra)} that the model was not trained on; leave them out "
+            f"with --feature_cols {','.join(channels)}"
+        )
+    order = [log.channels.index(c) for c in channels]
+    return log.values[:, order]
+
+
+def _check_interval(times, trained_s: float | None, path: Path) -> None:
+    here = sampling_interval(times)
+    if trained_s is None or here is None:
+        if trained_s is not None:
+            print(f"note: {path} has no time column; its rows are taken as {trained_s:g} s apart, as in training", flush=True)
+        return
+    if abs(here - trained_s) > INTERVAL_TOLERANCE * trained_s:
+        raise UserError(
+            f"--data_path: {path} is sampled every {here:g} s, the model was trained on data sampled every {trained_s:g} s; "
+            "resample the log to the training interval first"
+        )
+
+
+def _known_labels(labels: list[str] | None, class_names: list[str], label_col: str, path: Path) -> np.ndarray | None:
+    """Class indices when the log's labels are the model's classes; None otherwise (with a note)."""
+    if labels is None:
+        return None
+    lookup = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({label for label in labels if label not in lookup})
+    if unknown:
+        print(
+            f"note: column '{label_col}' of {path} holds classes the model does not know ({', '.join(unknown[:3])}); no metrics "
+            "(a 0/1 ground truth needs --fault_inventory)",
+            flush=True,
+        )
+        return None
+    return np.array([lookup[label] for label in labels], dtype=np.int64)

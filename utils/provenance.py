@@ -1,0 +1,42 @@
+"""``args.json``: everything needed to know later how a run was made."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def git_commit() -> dict | None:
+    """The code's commit and whether the work tree had changes; None outside a git checkout."""
+    try:
+
+        def git(*cmd):
+            return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def now() -> str:
+    return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
+
+
+def run_record(args, setting: str, data_source: str) -> dict:
+    import torch
+
+    return {
+        "run": setting,
+        "created": now(),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "args": dict(vars(args)),
+        "data_source": data_source,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "git": git_commit(),
+    }
