@@ -583,6 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     from utils import tsl
 
     tsl.add_flags(
+        p,
         group(
             "Time-Series-Library names",
             "accepted so that TSL classification scripts run: translated into the flags above; TSL flags that do not apply "
@@ -597,10 +598,12 @@ def build_parser() -> argparse.ArgumentParser:
 def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None) -> list[str]:
     """Cross-flag checks and defaults that depend on other flags; returns notes to print
     (Time-Series-Library flags that were mapped or ignored)."""
+    from exp.runtime import launched_world_size
     from models import DEFAULT_MODEL, model_format
     from utils import tsl
+    from utils.outputs import safe_name
 
-    notes = tsl.translate(parser, args, argv)
+    notes = tsl.translate(parser, args, argv, launched_world_size())
     if args.model is None:  # own data: the model that did best on real AHU logs (benchmarks/README.md)
         args.model = DEFAULT_MODEL[args.data or ("Classification" if args.data_path else "DualGAF")]
     if args.data is None:
@@ -610,7 +613,7 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
     if args.model in ("DualGAFNet", "Transformer") and args.d_model % args.n_heads:
         parser.error(f"argument --n_heads: {args.n_heads} does not divide --d_model {args.d_model}")
     if args.model_id is None:
-        args.model_id = re.sub(r"[^\w.+=-]", "_", Path(args.data_path).stem) if args.data_path else "ahu"
+        args.model_id = safe_name(Path(args.data_path).stem) if args.data_path else "ahu"
     if args.stride is None and not args.predict:  # --predict: the checkpoint's stride
         args.stride = max(1, args.step // 2)
     if args.train_stride is not None and args.split == "random":
@@ -635,6 +638,13 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
         parser.error(f"argument --target_batch_size: sets the steps itself; drop it or {other}")
     if args.predict and (args.checkpoint is None or args.data_path is None):
         parser.error("argument --predict: needs --checkpoint PATH (a best.pt) and --data_path NEW.csv")
+    if args.predict:
+        typed = tsl.typed_flags(argv)
+        for flag in ("export", "tensorboard", "itr", "resume", "is_training"):
+            if flag in typed:
+                parser.error(f"argument --{flag}: does not apply to --predict (it applies --checkpoint to --data_path)")
+        if launched_world_size() > 1:
+            parser.error("argument --predict: runs on one process; start it with python, not torchrun")
     if args.checkpoint is not None and not args.predict:
         parser.error("argument --checkpoint: is read by --predict (to continue training use --resume PATH)")
     if args.overwrite and (args.resume is not None or not args.is_training or args.predict):
@@ -666,9 +676,9 @@ def accumulation_plan(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"argument {exc}")
 
 
-# Recipe flags left out of the configuration hash: a path names the same data from another
-# folder (the data fingerprint guards a resume instead).
-NOT_HASHED = ("root_path",)
+# Recipe flags left out of the configuration hash: paths (the same file can be named from
+# another folder; --model_id names the file by default, and the data fingerprint guards a resume).
+NOT_HASHED = ("root_path", "data_path")
 HASH_ORDER = 10.5  # the hash's place in the run name: after the seed, before --des
 
 
@@ -708,12 +718,15 @@ def run_name(args: argparse.Namespace, plan, ii: int) -> str:
 
 
 def check_run_folders(args: argparse.Namespace, settings: list[str], runtime) -> None:
-    """A training run never replaces an earlier run's work unless asked (--resume, --overwrite)."""
-    if not args.is_training or args.resume is not None or args.overwrite:
+    """A training run never replaces an earlier run's work unless asked (--resume, --overwrite).
+    --resume auto continues a run's last.pt; without one it starts afresh, so the rule holds."""
+    if not args.is_training or args.resume not in (None, "auto") or args.overwrite:
         return
     from utils.errors import UserError
 
     for setting in settings:
+        if args.resume == "auto" and runtime.from_writer((Path(args.checkpoints) / setting / "last.pt").is_file):
+            continue
         folders = [(Path(args.checkpoints) / setting, ("last.pt", "best.pt")), (Path(args.results) / setting, ("metrics.json",))]
         for folder, files in folders:
             found = runtime.from_writer(lambda: [name for name in files if (folder / name).is_file()])  # noqa: B023
@@ -801,7 +814,7 @@ def _run(args: argparse.Namespace, plan, runtime) -> int:
     if args.predict:
         from exp.predict import predict
 
-        return predict(args, runtime)
+        return predict(args)  # one process (refused under torchrun)
     tracking.check_available(args)
     check_export(args.export)
     repeats = [copy.copy(args) for _ in range(args.itr)]

@@ -50,3 +50,17 @@ class MinMaxScaler:
 
 
 SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler}
+
+
+def affine_tensors(scaler) -> dict:
+    """The scaler's affine numbers as float64 tensors (what checkpoints and the Predictor hold)."""
+    import torch
+
+    return {key: torch.as_tensor(np.asarray(value, dtype=np.float64)) for key, value in scaler.affine().items()}
+
+
+def unscale(scaler, scaled: np.ndarray) -> np.ndarray:
+    """Back to sensor units; a constant channel (gain 0) gets its training value."""
+    affine = scaler.affine()
+    gain = np.where(affine["gain"] == 0, np.inf, affine["gain"])
+    return (scaled - affine["bias"]) / gain * affine["width"] + affine["center"]

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from data_provider import simulator
-from data_provider.csv_source import NORMAL, read_sensor_csv
+from data_provider.csv_source import read_sensor_csv
 from utils.checkpoint import atomic_write
 from utils.errors import UserError
+from utils.fdd import NORMAL_NAMES
 
 
 @dataclass
@@ -38,7 +39,7 @@ def simulated_frame(args):
 def class_order(names) -> list[str]:
     """Fault-free first, then the faults alphabetically."""
     unique = sorted(set(names))
-    normal = [n for n in unique if n.lower() in (NORMAL, "fault-free", "fault free", "0")]
+    normal = [n for n in unique if n.strip().lower() in NORMAL_NAMES]
     return normal + [n for n in unique if n not in normal]
 
 

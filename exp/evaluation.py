@@ -26,9 +26,10 @@ SUMMARY_COLUMNS = (
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, autocast, runtime, num_classes: int) -> dict:
+def evaluate(model, loader, device, autocast, runtime, num_classes: int, probabilities: bool = False) -> dict:
     """Mean cross-entropy (a fixed yardstick, whatever the training loss preset), accuracy,
-    macro-F1 and the predictions, over the whole split."""
+    macro-F1 and the predictions, over the whole split (and the class probabilities when asked:
+    the test writes them, validation does not need them)."""
     model.eval()
     losses, preds, labels, probs = [], [], [], []
     for batch in loader:
@@ -38,7 +39,8 @@ def evaluate(model, loader, device, autocast, runtime, num_classes: int) -> dict
         losses.append(F.cross_entropy(logits.float(), batch.labels, reduction="none").double().cpu().numpy())
         preds.append(logits.argmax(-1).cpu().numpy())
         labels.append(batch.labels.cpu().numpy())
-        probs.append(torch.softmax(logits.double(), dim=-1).cpu().numpy())  # as exp/inference.py's Predictor computes them
+        if probabilities:  # as exp/inference.py's Predictor computes them
+            probs.append(torch.softmax(logits.double(), dim=-1).cpu().numpy())
     mine = [np.concatenate(part) if part else np.zeros(shape, dtype=kind) for part, kind, shape in
             ((losses, np.float64, 0), (preds, np.int64, 0), (labels, np.int64, 0), (probs, np.float64, (0, num_classes)))]  # fmt: skip
     shards = runtime.gather(mine)  # in rank order: the shards are contiguous, so this is the split's order

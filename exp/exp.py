@@ -8,6 +8,7 @@ optimizer, scheduler, GradScaler, the training state and its checkpoints. The lo
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from data_provider.data_factory import DataBundle, build_data, make_eval_loader, make_loader
+from data_provider.scaling import unscale
 from exp.accumulation import AccumulationPlan, AccumulationPolicy, plan_accumulation
 from exp.evaluation import evaluate, write_test_outputs, write_training_curves
 from exp.inference import deployment_record, prediction_table, predictor_from_model, window_bounds
@@ -27,7 +29,8 @@ from utils.early_stopping import EarlyStopping
 from utils.errors import UserError
 from utils.fdd import fdd_rates, find_normal_class, format_report
 from utils.losses import build_loss, fault_family
-from utils.outputs import ensure_dir, write_history, write_json
+from utils.metrics import per_class
+from utils.outputs import ensure_dir, write_history, write_json, writing
 from utils.provenance import now, run_record
 from utils.schedulers import build_scheduler
 from utils.tracking import NullTracker, start_tracker
@@ -91,6 +94,7 @@ class Exp:
             self._check_processes_agree()
         self.ckpt_dir = self.results_dir = None  # set by train()
         self.tracker = NullTracker()
+        self.trained_epochs = 0  # epochs trained by this process (0: --is_training 0, or a finished run resumed)
         self.trainer = Trainer(
             args=args, plan=self.plan, runtime=rt, model=self.model, criterion=self.criterion, optimizer=self.optimizer,
             scheduler=self.scheduler, scheduler_per_update=scheduler_per_update, scaler=self.scaler, amp_dtype=self.amp_dtype,
@@ -178,21 +182,23 @@ class Exp:
         a, rt = self.args, self.runtime
         folders = (Path(a.checkpoints) / setting, Path(a.results) / setting)
         if a.overwrite:  # asked for: the earlier run's files go only now, once data and model were built without error
-            rt.from_writer(lambda: [shutil.rmtree(folder) for folder in folders if folder.is_dir()])
+            rt.from_writer(lambda: [_remove(folder) for folder in folders])
         self.ckpt_dir = rt.from_writer(lambda: ensure_dir(folders[0], "--checkpoints"))
         self.results_dir = rt.from_writer(lambda: ensure_dir(folders[1], "--results"))
         self.trainer.ckpt_dir = self.ckpt_dir
         resumed_from = self._resume() if a.resume else None
         path = self.results_dir / "args.json"
-        rt.write(path, lambda: write_json(path, run_record(a, setting, self.data.source)))
+        rt.write(path, lambda: write_json(path, run_record(a, setting, self.data.source, path)))
         self.tracker = start_tracker(a, self.results_dir, rt.is_writer)
         print(self.describe(), flush=True)
         if resumed_from:
             print(self._resume_line(resumed_from), flush=True)
+        epochs_before = len(self.state.history)
         try:
             self.trainer.fit()
         finally:
             self.tracker.close()
+        self.trained_epochs = len(self.state.history) - epochs_before
         rt.write(self.results_dir / "training_curves.png",
                  lambda: write_training_curves(self.results_dir, self.state.history, a.loss_preset))  # fmt: skip
         return {"epochs": len(self.state.history), "updates": self.state.updates, "seconds": self.state.train_seconds}
@@ -224,13 +230,14 @@ class Exp:
                 self._restore_training_summary(state, ckpt_path.with_name("last.pt"))
                 layout = state.get("layout", layout)  # how it was trained, not how many processes test it
         results_dir = rt.from_writer(lambda: ensure_dir(Path(a.results) / setting, "--results"))
-        report = self.vali(self.test_loader)
+        report = evaluate(self.bare_model, self.test_loader, self.device, self.trainer.autocast, self.runtime, self.data.num_classes,
+                          probabilities=True)  # fmt: skip
         names = self.data.class_names
         normal = find_normal_class(names, a.normal_class)
         fdd = fdd_rates(report["confusion_matrix"], normal)
         metrics = {
             "run": setting,
-            "phase": "train" if s.history and a.is_training else "test",  # a summary row from training, or from --is_training 0
+            "phase": "train" if self.trained_epochs else "test",  # did this process train, or only test (a finished run too)
             "finished": now(),
             "model": a.model,
             "data": a.data,
@@ -240,7 +247,7 @@ class Exp:
             "test_macro_f1": report["macro_f1"],
             "test_loss": report["loss"],
             "test_samples": int(len(report["y_true"])),
-            "per_class": {name: {k: report[k][i] for k in ("precision", "recall", "f1", "support")} for i, name in enumerate(names)},
+            "per_class": per_class(report, names),
             "confusion_matrix": report["confusion_matrix"],
             "class_names": names,
             "normal_class": None if normal is None else names[normal],
@@ -286,27 +293,22 @@ class Exp:
             return number, number
         return window_bounds(self.data.times, self.data.test.starts, self.data.seq_len)
 
-    def raw_windows(self, split, n: int | None = None) -> torch.Tensor:
-        """Windows of a split in sensor units (the scaling undone; a constant channel gets its training value):
-        what an exported model or the Predictor takes."""
-        affine = self.data.scaler.affine()
-        rows = torch.as_tensor(split.starts[:n])[:, None] + split.offsets
-        scaled = split.values[rows].double().cpu().numpy()
-        gain = np.where(affine["gain"] == 0, np.inf, affine["gain"])
-        return torch.as_tensor((scaled - affine["bias"]) / gain * affine["width"] + affine["center"])
-
     def export(self, setting: str) -> Path:
         """--export: the tested model with its scaler and input format, for use outside this runner."""
         from exp.export import INPUT, OUTPUT, SUFFIX, export_predictor
 
-        predictor = predictor_from_model(self.bare_model, self.data.fmt, self.data.scaler, self.dtype)
+        model = copy.deepcopy(self.bare_model).cpu()  # traced on the CPU: the file then loads anywhere
+        predictor = predictor_from_model(model, self.data.fmt, self.data.scaler, self.dtype)
         deployment = deployment_record(self.data, self.args)
         card = {key: deployment[key] for key in ("channels", "class_names", "window", "stride", "interval_s", "format")}
+        normal = find_normal_class(self.data.class_names, self.args.normal_class)
         card.update(input=f"{INPUT}: float [batch, {self.data.seq_len}, {len(self.data.channels)}], raw sensor values in channel order",
                     output=f"{OUTPUT}: float64 [batch, {self.data.num_classes}], in class_names order", run=setting,
-                    normal_class=self.args.normal_class, torch=torch.__version__)  # fmt: skip
+                    normal_class=None if normal is None else self.data.class_names[normal], torch=torch.__version__)  # fmt: skip
         path = Path(self.args.checkpoints) / setting / f"model.{SUFFIX[self.args.export]}"
-        example = self.raw_windows(self.data.test, 2).float()  # exported files take float32 windows
+        test = self.data.test  # two test windows in sensor units, float32 as exported files take them
+        example = torch.as_tensor(unscale(self.data.scaler, test.values[test.starts[:2, None] + test.offsets.numpy()].double().numpy()))
+        example = example.float()
         self.runtime.write(path, lambda: export_predictor(predictor, example, path, self.args.export, card))
         print(f"Exported {self.args.export}: {path} (raw sensor windows [B, {self.data.seq_len}, {len(self.data.channels)}] -> "
               f"probabilities over {self.data.num_classes} classes; see {path.with_suffix('.json').name})", flush=True)  # fmt: skip
@@ -397,3 +399,9 @@ class Exp:
             f"Resumed from {path}: epoch {s.epoch + 1}, micro-batch {s.meter.micro_batches} done"
             f"{window}, {s.updates} optimizer updates so far"
         )
+
+
+def _remove(folder: Path) -> None:
+    if folder.is_dir():
+        with writing(folder):
+            shutil.rmtree(folder)

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from data_provider.data_factory import FORMATS
+from data_provider.scaling import affine_tensors
 from models import InputDims, build_model
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
@@ -45,7 +46,7 @@ def deployment_record(data, args) -> dict:
         "window": int(data.seq_len),
         "stride": int(args.stride),
         "interval_s": sampling_interval(data.times),
-        "scaler": {key: torch.as_tensor(np.asarray(value, dtype=np.float64)) for key, value in data.scaler.affine().items()},
+        "scaler": affine_tensors(data.scaler),
         "adjacency": None if adjacency is None else adjacency.detach().cpu().clone(),
         "normal_class": args.normal_class,
     }
@@ -72,8 +73,7 @@ class Predictor(nn.Module):
 
 def predictor_from_model(model: nn.Module, fmt, scaler, dtype: torch.dtype) -> Predictor:
     """The Predictor of a model trained in this process (``scaler``: the fitted scaler)."""
-    affine = {key: torch.as_tensor(np.asarray(value, dtype=np.float64)) for key, value in scaler.affine().items()}
-    return Predictor(model, fmt, affine, dtype)
+    return Predictor(model, fmt, affine_tensors(scaler), dtype)
 
 
 def load_predictor(path: Path, device: torch.device) -> tuple[Predictor, dict]:
@@ -99,10 +99,13 @@ def load_predictor(path: Path, device: torch.device) -> tuple[Predictor, dict]:
 
 
 @torch.no_grad()
-def probabilities(predictor: Predictor, windows: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """[N, T, C] raw windows -> [N, K] float64 probabilities, in batches."""
-    return np.concatenate([predictor(torch.as_tensor(windows[i : i + batch_size], device=device)).cpu().numpy()
-                           for i in range(0, len(windows), batch_size)])  # fmt: skip
+def probabilities(predictor: Predictor, values: np.ndarray, starts: np.ndarray, length: int, device: torch.device,
+                  batch_size: int = 256) -> np.ndarray:  # fmt: skip
+    """Raw rows [rows, C] and window starts -> [N, K] float64 probabilities; windows are cut a
+    batch at a time, so memory does not grow with the log."""
+    offsets = np.arange(length)
+    return np.concatenate([predictor(torch.as_tensor(values[starts[i : i + batch_size, None] + offsets], device=device)).cpu().numpy()
+                           for i in range(0, len(starts), batch_size)])  # fmt: skip
 
 
 def window_bounds(times: np.ndarray | None, starts: np.ndarray, length: int) -> tuple[list, list]:

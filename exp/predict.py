@@ -10,7 +10,7 @@ classes are the model's, the metrics and the fault-detection report follow too.
 
 from __future__ import annotations
 
-import re
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -21,26 +21,29 @@ from exp.inference import load_predictor, prediction_table, probabilities, sampl
 from exp.runtime import resolve_device
 from utils.errors import UserError
 from utils.fdd import fdd_rates, find_normal_class, format_report
-from utils.metrics import classification_report
-from utils.outputs import ensure_dir, write_json
+from utils.metrics import classification_report, per_class
+from utils.outputs import ensure_dir, safe_name, write_json, writing
 
+DEFAULT_STEP = 96  # run.py's --step default: a --step other than this and the trained window is refused
 INTERVAL_TOLERANCE = 0.01  # relative difference of the median sampling interval still taken as the same
 
 
-def predict(args, runtime) -> int:
-    if not runtime.is_writer:  # prediction is one process's job
-        return 0
+def predict(args) -> int:
     checkpoint = Path(args.checkpoint)
     device = resolve_device(args.device)
     predictor, state = load_predictor(checkpoint, device)
     deployment = state["deployment"]
     channels, class_names, window = deployment["channels"], deployment["class_names"], deployment["window"]
     stride = args.stride or deployment["stride"]
+    normal = find_normal_class(class_names, args.normal_class or deployment.get("normal_class"))  # before any output
+    if args.step not in (window, DEFAULT_STEP):
+        raise UserError(f"--step {args.step}: the model was trained on windows of {window} rows; --predict uses those (leave out --step)")
 
+    read = csv_settings(args, state["args"])
     path = Path(args.root_path) / args.data_path
-    features = [c.strip() for c in args.feature_cols.split(",")] if args.feature_cols else None
+    features = [c.strip() for c in read.feature_cols.split(",")] if read.feature_cols else None
     inventory = Path(args.root_path) / args.fault_inventory if args.fault_inventory else None
-    log = read_sensor_csv(path, args.time_col, args.label_col, features, inventory, args.missing, labels_required=False)
+    log = read_sensor_csv(path, read.time_col, read.label_col, features, inventory, read.missing, labels_required=False)
     for note in log.notes:
         print(f"note: {note}", flush=True)
     values = _trained_columns(log, channels, path)
@@ -55,18 +58,20 @@ def predict(args, runtime) -> int:
             f"--data_path: {path}: the model's windows of {window} rows are longer than every stretch of the file "
             f"without a time gap{' or label change' if labels is not None else ''} (the longest has {longest} rows)"
         )
-    windows = values[starts[:, None] + np.arange(window)]
-    probs = probabilities(predictor, windows, device)
+    probs = probabilities(predictor, values, starts, window, device)
     y_true = None if labels is None else labels[starts]
 
-    out_dir = ensure_dir(Path(args.results) / checkpoint.parent.name / f"predict_{_safe(Path(args.data_path).stem)}", "--results")
+    folder = f"predict_{safe_name(Path(args.data_path).stem)}_{safe_name(checkpoint.stem)}"  # per log and checkpoint
+    out_dir = ensure_dir(Path(args.results) / checkpoint.parent.name / folder, "--results")
     table = prediction_table(*window_bounds(log.times, starts, window), probs, class_names, y_true)
     write_predictions(out_dir / "predictions.csv", table)
+    if y_true is None:
+        with writing(out_dir / "metrics.json"):
+            (out_dir / "metrics.json").unlink(missing_ok=True)  # an earlier labelled prediction's metrics do not describe this one
     counts = table["predicted_class"].value_counts()
     print(f"Predicted {len(starts)} windows of {window} rows (stride {stride}) from {path} with {checkpoint}", flush=True)
     print("Predicted classes: " + ", ".join(f"{name} {n}" for name, n in counts.items()), flush=True)
     if y_true is not None:
-        normal = find_normal_class(class_names, args.normal_class or deployment.get("normal_class"))
         report = classification_report(y_true, probs.argmax(1), len(class_names))
         metrics = {
             "checkpoint": str(checkpoint),
@@ -74,7 +79,7 @@ def predict(args, runtime) -> int:
             "windows": int(len(starts)),
             "accuracy": report["accuracy"],
             "macro_f1": report["macro_f1"],
-            "per_class": {name: {k: report[k][i] for k in ("precision", "recall", "f1", "support")} for i, name in enumerate(class_names)},
+            "per_class": per_class(report, class_names),
             "confusion_matrix": report["confusion_matrix"],
             "class_names": class_names,
             "normal_class": None if normal is None else class_names[normal],
@@ -87,8 +92,14 @@ def predict(args, runtime) -> int:
     return 0
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^\w.+=-]", "_", name)
+def csv_settings(args, trained: dict) -> argparse.Namespace:
+    """How to read the log: the flags given now, else those the model was trained with (its
+    time and label columns, its sensor list, its missing-value rule)."""
+    from run import build_parser
+
+    defaults = build_parser().parse_args([])
+    return argparse.Namespace(**{flag: getattr(args, flag) if getattr(args, flag) != getattr(defaults, flag) else trained.get(flag)
+                                 for flag in ("time_col", "label_col", "feature_cols", "missing")})  # fmt: skip
 
 
 def _trained_columns(log, channels: list[str], path: Path) -> np.ndarray:

@@ -77,6 +77,11 @@ def other_classes_checkpoint(tmp: Path) -> list[str]:
     return flags
 
 
+def predict_log(tmp: Path) -> list[str]:
+    (tmp / "new.csv").write_text(GOOD_CSV)
+    return ["--predict", "--root_path", str(tmp), "--data_path", "new.csv"]
+
+
 def existing_run(tmp: Path) -> list[str]:
     folder = tmp / "out" / "checkpoints" / setting()
     folder.mkdir(parents=True)
@@ -189,10 +194,13 @@ CASES = {
     # using a trained model
     "predict without a checkpoint": (["--predict", "--data_path", "x.csv"], "--predict"),
     "checkpoint without predict": (["--checkpoint", "x.pt"], "--checkpoint"),
-    "predict with a missing checkpoint": (lambda t: csv_file("g.csv", GOOD_CSV)(t) + ["--predict", "--checkpoint", str(t / "no.pt")],
-                                          "no.pt"),
-    "predict on a log without the trained sensors": (lambda t: csv_file("g.csv", GOOD_CSV)(t) + ["--predict", "--checkpoint",
-                                                     str(CHECKPOINT)], "lacks the sensor column(s) OA_TEMP"),
+    "predict with export": (["--predict", "--checkpoint", "x.pt", "--data_path", "x.csv", "--export", "onnx"], "--export"),
+    "predict with another window": (lambda t: predict_log(t) + ["--checkpoint", str(CHECKPOINT), "--step", "48"], "--step 48"),
+    "tsl alias out of range": (["--window_step", "0"], "--window_step"),
+    "tsl negative gpu": (["--gpu", "-1"], "--gpu"),
+    "predict with a missing checkpoint": (lambda t: predict_log(t) + ["--checkpoint", str(t / "no.pt")], "no.pt"),
+    "predict on a log without the trained sensors": (lambda t: predict_log(t) + ["--checkpoint", str(CHECKPOINT)],
+                                                     "lacks the sensor column(s) OA_TEMP"),
     # Time-Series-Library command lines
     "abbreviated flag": (["--learning", "0.1"], "--learning"),
     "tsl task not classification": (["--task_name", "imputation"], "--task_name"),

@@ -226,6 +226,20 @@ def test_resume_auto_continues_a_finished_run_instead_of_being_refused(tmp_path)
     flags = [*TINY, "--data", "GNN", "--train_epochs", "1", *outputs(tmp_path)]
     assert call(flags) == 0
     assert call([*flags, "--resume", "auto"]) == 0
+    rows = list(csv.DictReader((tmp_path / "res" / "summary.csv").open()))
+    assert [r["phase"] for r in rows] == ["train", "test"]  # the finished run was only tested again
+    record = json.loads((run_folder(tmp_path) / "args.json").read_text())
+    assert len(record["resumes"]) == 1 and record["created"] <= record["resumes"][0]["created"]  # the first record is kept
+
+
+def test_resume_auto_without_last_pt_does_not_replace_an_earlier_run(tmp_path, capsys):
+    flags = [*TINY, "--data", "GNN", "--train_epochs", "1", *outputs(tmp_path)]
+    assert call(flags) == 0
+    (run_folder(tmp_path, "ckpt") / "last.pt").unlink()  # best.pt and the results stay
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    assert call([*flags, "--resume", "auto"]) == 2
+    assert "already holds best.pt" in capsys.readouterr().err and snapshot(tmp_path) == before
 
 
 def name_for(*flags: str) -> str:

@@ -42,7 +42,8 @@ def test_no_prefix_matching_so_loss_ce_is_plain_cross_entropy_not_an_abbreviatio
         (["--use_gpu", "False"], "cpu"),
         (["--no_use_gpu"], "cpu"),
         (["--use_gpu", "True", "--gpu", "1"], "cuda:1"),
-        (["--use_gpu"], "cuda"),
+        (["--use_gpu"], "auto"),  # TSL: CUDA when available, else the CPU
+        (["--gpu_type", "cuda"], "auto"),
         (["--gpu", "0"], "cuda:0"),
         (["--gpu_type", "mps"], "mps"),
         (["--use_multi_gpu", "--devices", "2,3"], "cuda:2"),
@@ -71,6 +72,7 @@ def test_aliases_and_schedules():
         (["--use_gpu", "maybe"], "--use_gpu"),
         (["--use_gpu", "false", "--device", "cuda"], "--use_gpu"),
         (["--data", "UEA"], "--model_id"),
+        (["--data", "UEA", "--data_path", "ahu.csv"], "not --data_path ahu.csv"),
         (["--data_path", "x.ts"], "NAME_TRAIN.ts"),
         (["--model", "TimesNet"], "DualGAFNet"),  # an unknown model lists ours
     ],

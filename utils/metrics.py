@@ -39,3 +39,8 @@ def classification_report(y_true, y_pred, num_classes: int) -> dict:
         "support": support.tolist(),
         "confusion_matrix": cm.tolist(),
     }
+
+
+def per_class(report: dict, class_names: list[str]) -> dict:
+    """{class: {precision, recall, f1, support}} for metrics.json."""
+    return {name: {k: report[k][i] for k in ("precision", "recall", "f1", "support")} for i, name in enumerate(class_names)}

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 from utils.checkpoint import atomic_write
@@ -54,7 +55,14 @@ def write_history(path: Path, rows: list[dict]) -> None:
 
 
 def _fmt(value) -> str:
+    if value is None:  # e.g. a rate with nothing to count: an empty cell, not the text 'None'
+        return ""
     return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def safe_name(text: str) -> str:
+    """A file or folder name part: anything but letters, digits and . _ - + = becomes _."""
+    return re.sub(r"[^\w.+=-]", "_", text)
 
 
 def append_summary(path: Path, row: dict) -> None:

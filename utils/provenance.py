@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 import sys
@@ -27,10 +28,11 @@ def now() -> str:
     return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
 
 
-def run_record(args, setting: str, data_source: str) -> dict:
+def run_record(args, setting: str, data_source: str, existing: Path | None = None) -> dict:
+    """The record of a run's start; a resumed run keeps its first record and adds the resume."""
     import torch
 
-    return {
+    record = {
         "run": setting,
         "created": now(),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
@@ -40,3 +42,12 @@ def run_record(args, setting: str, data_source: str) -> dict:
         "python": platform.python_version(),
         "git": git_commit(),
     }
+    if args.resume is None or existing is None or not existing.is_file():
+        return record
+    try:
+        first = json.loads(existing.read_text())
+    except (OSError, ValueError):
+        return record
+    resumes = first.get("resumes", [])
+    resumes.append({key: record[key] for key in ("created", "command", "torch", "git")})
+    return {**first, "resumes": resumes}

@@ -46,15 +46,17 @@ CROSS_ENTROPY = ("ce", "crossentropy", "cross_entropy", "crossentropyloss")
 UEA = "UEA"
 
 
-def add_flags(group, add, role: str) -> None:
-    """TSL's flags, in their own --help group. ``add`` is run.py's flag-adding function."""
+def add_flags(parser, group, add, role: str) -> None:
+    """TSL's flags, in their own --help group. ``add`` is run.py's flag-adding function; an alias
+    parses its value with our flag's type, so the same limits apply."""
     for tsl, ours in ALIASES.items():
-        add(group, f"--{tsl}", role=role, type=int, default=None, metavar="N", help=f"TSL name of --{ours}")
+        kind = parser._option_string_actions[f"--{ours}"].type
+        add(group, f"--{tsl}", role=role, type=kind, default=None, metavar="N", help=f"TSL name of --{ours}")
     add(group, "--task_name", role=role, default=None, help="TSL task; only 'classification' runs here")
     add(group, "--use_gpu", role=role, nargs="?", const="true", default=None, metavar="BOOL",
         help="TSL: true picks CUDA (--device cuda:<--gpu>), false the CPU")  # fmt: skip
     add(group, "--no_use_gpu", role=role, action="store_true", help="TSL: train on the CPU (--device cpu)")
-    add(group, "--gpu", role=role, type=int, default=None, metavar="N", help="TSL: GPU index (--device cuda:N)")
+    add(group, "--gpu", role=role, type=_gpu_index, default=None, metavar="N", help="TSL: GPU index (--device cuda:N)")
     add(group, "--gpu_type", role=role, choices=("cuda", "mps"), default=None, help="TSL: cuda or mps")
     add(group, "--use_multi_gpu", role=role, action="store_true", help="TSL: several GPUs; here they are used with torchrun")
     add(group, "--devices", role=role, default=None, metavar="IDS", help="TSL: GPU ids of --use_multi_gpu, e.g. 0,1")
@@ -67,6 +69,17 @@ def add_flags(group, add, role: str) -> None:
         add(group, f"--{name}", role=role, nargs="*", default=None, help=argparse.SUPPRESS)
 
 
+def _gpu_index(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a GPU index 0, 1, ..., got {text!r}")
+    return int(text)
+
+
+def typed_flags(argv: list[str] | None) -> set[str]:
+    """The flags typed on the command line (argparse fills in the others with defaults)."""
+    return {token.split("=", 1)[0][2:] for token in argv or () if token.startswith("--")}
+
+
 def _truth(parser, text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("true", "1", "yes", "y", "on"):
@@ -76,9 +89,9 @@ def _truth(parser, text: str) -> bool:
     parser.error(f"argument --use_gpu: expected true or false, got {text!r}")
 
 
-def translate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> list[str]:
+def translate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None, world_size: int = 1) -> list[str]:
     """Copy TSL flags onto ours; return the notes to print (what was mapped or ignored)."""
-    given = {token.split("=", 1)[0][2:] for token in argv or () if token.startswith("--")}  # flags typed (for conflicts)
+    given = typed_flags(argv)  # for conflicts between a TSL flag and ours
     notes = []
     for tsl, ours in ALIASES.items():
         value = getattr(args, tsl)
@@ -91,7 +104,7 @@ def translate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     if args.task_name not in (None, "classification"):
         parser.error(f"argument --task_name: this runner trains classifiers only (--task_name classification), not {args.task_name}")
 
-    device = _device(parser, args, given, notes)
+    device = _device(parser, args, given, notes, world_size)
     if device is not None:
         args.device = device
 
@@ -134,8 +147,10 @@ def translate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
     return notes
 
 
-def _device(parser, args, given: set[str], notes: list[str]) -> str | None:
-    """--use_gpu / --no_use_gpu / --gpu / --gpu_type / --use_multi_gpu --devices -> --device."""
+def _device(parser, args, given: set[str], notes: list[str], world_size: int) -> str | None:
+    """--use_gpu / --no_use_gpu / --gpu / --gpu_type / --use_multi_gpu --devices -> --device.
+    As in TSL, --use_gpu alone means CUDA when there is one (our auto). Under torchrun every
+    process takes the GPU of its LOCAL_RANK, so a GPU index becomes plain cuda."""
     tsl = [
         flag
         for flag in ("use_gpu", "no_use_gpu", "gpu", "gpu_type", "use_multi_gpu", "devices")
@@ -155,13 +170,19 @@ def _device(parser, args, given: set[str], notes: list[str]) -> str | None:
             if not all(part.isdigit() for part in ids):
                 parser.error(f"argument --devices: expected GPU ids such as 0,1,2,3, got {args.devices!r}")
             index = int(ids[0]) if index is None else index
-            notes.append(
-                f"--use_multi_gpu: several GPUs train here as separate processes: torchrun --nproc_per_node {len(ids)} run.py ... "
-                f"(this process uses cuda:{index})"
-            )
+            if world_size == 1:
+                notes.append(
+                    f"--use_multi_gpu: several GPUs train here as separate processes: torchrun --nproc_per_node {len(ids)} "
+                    f"run.py ... (this process uses cuda:{index})"
+                )
         elif args.devices is not None:
             notes.append("--devices ignored without --use_multi_gpu (as in Time-Series-Library)")
-        device = "cuda" if index is None else f"cuda:{index}"
+        if world_size > 1:
+            device = "cuda"  # each process its LOCAL_RANK's GPU
+        elif index is None:
+            device = "auto"  # as TSL: CUDA when there is one
+        else:
+            device = f"cuda:{index}"
     if "device" in given and args.device != device:
         parser.error(f"argument --{tsl[0]}: asks for --device {device}, but --device {args.device} is given")
     return device
@@ -170,7 +191,9 @@ def _device(parser, args, given: set[str], notes: list[str]) -> str | None:
 def _uea_path(parser, args) -> None:
     """--data UEA --root_path DIR --model_id NAME, or --data_path NAME_TRAIN.ts / NAME_TEST.ts: the UEA pair NAME."""
     if args.data == UEA:
-        if args.data_path is None or args.data_path.lower().endswith(".csv"):  # TSL's default data_path is a CSV
+        if args.data_path is not None and not args.data_path.lower().endswith(".ts"):
+            parser.error(f"argument --data: UEA reads NAME_TRAIN.ts + NAME_TEST.ts, not --data_path {args.data_path}")
+        if args.data_path is None:
             if args.model_id is None:
                 parser.error("argument --data: UEA needs --model_id NAME (the files are --root_path/NAME_TRAIN.ts and NAME_TEST.ts)")
             args.data_path = args.model_id
