@@ -49,7 +49,7 @@ def predict(args) -> int:
     values = _trained_columns(log, channels, path)
     _check_interval(log.times, deployment["interval_s"], path)
 
-    labels = _known_labels(log.labels, class_names, args.label_col, path)
+    labels = _known_labels(log.labels, class_names, read.label_col, path)
     segments = find_segments(np.zeros(len(values), dtype=np.int64) if labels is None else labels, log.breaks)
     starts = np.concatenate([np.arange(seg.start, seg.end - window + 1, stride) for seg in segments]).astype(np.int64)
     if not len(starts):

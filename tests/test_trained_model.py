@@ -290,3 +290,16 @@ def test_a_summary_from_an_older_version_gains_the_new_columns(tmp_path):
     rows = list(csv.DictReader((tmp_path / "res" / "summary.csv").open()))
     assert rows[0]["run"] == "older_run" and rows[0]["test_accuracy"] == "0.5" and rows[0]["phase"] == ""
     assert rows[1]["phase"] == "train" and rows[1]["false_alarm_rate"] != ""
+
+
+def test_predict_reads_the_log_with_the_training_columns_unless_told_otherwise(trained, tmp_path):
+    frame = pd.read_csv(trained["log"] / "ahu.csv").rename(columns={"Datetime": "ts", "label": "fault"})
+    frame.to_csv(tmp_path / "renamed.csv", index=False)
+    flags = [*TINY, "--data", "GNN", "--train_epochs", "1", "--root_path", str(tmp_path), "--data_path", "renamed.csv",
+             "--label_col", "fault", "--time_col", "ts", *outputs(tmp_path)]  # fmt: skip
+    assert call(flags) == 0
+    assert predict(tmp_path, run_folder(tmp_path, "ckpt") / "best.pt", tmp_path / "renamed.csv") == 0  # no column flags
+    (folder,) = [p.parent for p in (tmp_path / "pred").rglob("predictions.csv")]
+    table = pd.read_csv(folder / "predictions.csv")
+    assert (folder / "metrics.json").is_file() and table["true_class"].notna().all()  # 'fault' read as the labels
+    assert table["window_start"].str.startswith("20").all()  # 'ts' read as the time column
