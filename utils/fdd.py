@@ -183,32 +183,25 @@ def _matrix(cm: np.ndarray, names: list[str], normal: int | None) -> list[str]:
     return lines
 
 
+# (label, rate key, why it can be undefined, the counts behind it)
+RATE_LINES = (
+    ("False-alarm rate", "false_alarm_rate", "no normal windows in the test set",
+     "{false_alarms} of {normal_windows} normal windows flagged as a fault"),
+    ("Detection rate", "detection_rate", "no faulty windows in the test set",
+     "{detected} of {faulty_windows} faulty windows flagged as a fault, {missed} missed as normal"),
+    ("Diagnosis accuracy among detected faults", "diagnosis_accuracy", "no fault was detected",
+     "{correctly_diagnosed} of {detected} detected faults given their own class"),
+)  # fmt: skip
+
+
 def _fdd_lines(rates: dict, names: list[str]) -> list[str]:
     normal = rates["normal_class"]
     if normal is None:
         return [NO_NORMAL_LINE]
     lines = [f"Fault detection and diagnosis (fault-free class: {normal} {_clean(names[normal], 60)!r})"]
-    r, n = rates["false_alarm_rate"], rates["normal_windows"]
-    if r is None:
-        lines.append("  False-alarm rate: n/a (no normal windows in the test set)")
-    else:
-        lines.append(f"  False-alarm rate: {_percent(r)} ({rates['false_alarms']} of {n} normal windows flagged as a fault)")
-    r, n = rates["detection_rate"], rates["faulty_windows"]
-    if r is None:
-        lines.append("  Detection rate: n/a (no faulty windows in the test set)")
-    else:
-        lines.append(
-            f"  Detection rate: {_percent(r)} ({rates['detected']} of {n} faulty windows flagged as a fault, "
-            f"{rates['missed']} missed as normal)"
-        )
-    r, n = rates["diagnosis_accuracy"], rates["detected"]
-    if r is None:
-        lines.append("  Diagnosis accuracy among detected faults: n/a (no fault was detected)")
-    else:
-        lines.append(
-            f"  Diagnosis accuracy among detected faults: {_percent(r)} "
-            f"({rates['correctly_diagnosed']} of {n} detected faults given their own class)"
-        )
+    for label, key, undefined, counts in RATE_LINES:
+        rate = rates[key]
+        lines.append(f"  {label}: n/a ({undefined})" if rate is None else f"  {label}: {_percent(rate)} ({counts.format(**rates)})")
     return lines
 
 
