@@ -8,7 +8,6 @@ optimizer, scheduler, GradScaler, the training state and its checkpoints. The lo
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import shutil
 from pathlib import Path
@@ -17,10 +16,9 @@ import numpy as np
 import torch
 
 from data_provider.data_factory import DataBundle, build_data, make_eval_loader, make_loader
-from data_provider.scaling import unscale
 from exp.accumulation import AccumulationPlan, AccumulationPolicy, plan_accumulation
 from exp.evaluation import evaluate, write_test_outputs, write_training_curves
-from exp.inference import deployment_record, prediction_table, predictor_from_model, window_bounds
+from exp.inference import deployment_record, prediction_table, window_bounds
 from exp.runtime import SingleProcess
 from exp.state import Checkpoints, TrainingState, check_model, check_resumable, layout_of, rank_seed
 from exp.trainer import Trainer, TrainingAborted
@@ -295,21 +293,10 @@ class Exp:
 
     def export(self, setting: str) -> Path:
         """--export: the tested model with its scaler and input format, for use outside this runner."""
-        from exp.export import INPUT, OUTPUT, SUFFIX, export_predictor
+        from exp.export import SUFFIX, export_run
 
-        model = copy.deepcopy(self.bare_model).cpu()  # traced on the CPU: the file then loads anywhere
-        predictor = predictor_from_model(model, self.data.fmt, self.data.scaler, self.dtype)
-        deployment = deployment_record(self.data, self.args)
-        card = {key: deployment[key] for key in ("channels", "class_names", "window", "stride", "interval_s", "format")}
-        normal = find_normal_class(self.data.class_names, self.args.normal_class)
-        card.update(input=f"{INPUT}: float [batch, {self.data.seq_len}, {len(self.data.channels)}], raw sensor values in channel order",
-                    output=f"{OUTPUT}: float64 [batch, {self.data.num_classes}], in class_names order", run=setting,
-                    normal_class=None if normal is None else self.data.class_names[normal], torch=torch.__version__)  # fmt: skip
         path = Path(self.args.checkpoints) / setting / f"model.{SUFFIX[self.args.export]}"
-        test = self.data.test  # two test windows in sensor units, float32 as exported files take them
-        example = torch.as_tensor(unscale(self.data.scaler, test.values[test.starts[:2, None] + test.offsets.numpy()].double().numpy()))
-        example = example.float()
-        self.runtime.write(path, lambda: export_predictor(predictor, example, path, self.args.export, card))
+        self.runtime.write(path, lambda: export_run(self.bare_model, self.data, self.args, self.dtype, path))
         print(f"Exported {self.args.export}: {path} (raw sensor windows [B, {self.data.seq_len}, {len(self.data.channels)}] -> "
               f"probabilities over {self.data.num_classes} classes; see {path.with_suffix('.json').name})", flush=True)  # fmt: skip
         return path

@@ -14,6 +14,7 @@ the channels, classes, window, stride and sampling interval.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import tempfile
@@ -37,6 +38,30 @@ def check_available(kind: str | None) -> None:
             import onnxscript  # noqa: F401
         except ImportError:
             raise UserError("--export onnx: needs the packages onnx and onnxscript (pip install onnx onnxscript)") from None
+
+
+def export_run(model: torch.nn.Module, data, args, dtype: torch.dtype, path: Path) -> None:
+    """The run's model with its data's scaler and format, traced on a CPU copy (the file then
+    loads anywhere) with two test windows in sensor units, plus the model card."""
+    from data_provider.scaling import unscale
+    from exp.inference import deployment_record, predictor_from_model
+    from utils.fdd import find_normal_class
+
+    predictor = predictor_from_model(copy.deepcopy(model).cpu(), data.fmt, data.scaler, dtype)
+    test = data.test
+    scaled = test.values[test.starts[:2, None] + test.offsets.numpy()].double().numpy()
+    example = torch.as_tensor(unscale(data.scaler, scaled)).float()  # exported files take float32 windows
+    deployment = deployment_record(data, args)
+    normal = find_normal_class(data.class_names, args.normal_class)
+    card = {key: deployment[key] for key in ("channels", "class_names", "window", "stride", "interval_s", "format")}
+    card.update(
+        input=f"{INPUT}: float32 [batch, {data.seq_len}, {len(data.channels)}], raw sensor values in channel order",
+        output=f"{OUTPUT}: float64 [batch, {data.num_classes}], in class_names order",
+        normal_class=None if normal is None else data.class_names[normal],
+        run=path.parent.name,
+        torch=torch.__version__,
+    )
+    export_predictor(predictor, example, path, args.export, card)
 
 
 def export_predictor(predictor: torch.nn.Module, example: torch.Tensor, path: Path, kind: str, card: dict) -> None:
