@@ -863,5 +863,18 @@ def repeat_summary(results: list[dict]) -> dict:
     return summary
 
 
+def exit_process(code: int) -> None:
+    """Leave with ``code``. After a peer failure (4) the broken process group's threads can abort
+    the interpreter's teardown ('terminate called without an active exception', exit -6), so the
+    process leaves at once, its output flushed: every file it wrote was already complete."""
+    from exp.runtime import PeerFailure
+
+    if code == PeerFailure.exit_code:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

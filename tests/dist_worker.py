@@ -130,4 +130,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from run import exit_process
+
+    exit_process(main())
