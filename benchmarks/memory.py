@@ -15,6 +15,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +37,9 @@ def rss_now_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status (Linux only)")
 
 
-def worker(data: str, model: str, batch: int, steps: int, device: str, epochs: int) -> dict:
-    """One layout in this process: the peak above the baseline, in MB."""
+def worker(data: str, model: str, batch: int, steps: int, device: str, epochs: int, extra: tuple[str, ...] = ()) -> dict:
+    """One layout in this process: the peak above the baseline, in MB, and the samples/s of the
+    last epoch (the first one also warms up allocators and creates the optimizer state)."""
     sys.path.insert(0, str(ROOT))
     import torch
 
@@ -47,7 +49,7 @@ def worker(data: str, model: str, batch: int, steps: int, device: str, epochs: i
 
     parser = build_parser()
     args = parser.parse_args(["--data", data, "--model", model, "--batch_size", str(batch), "--gradient_accumulation_steps",
-                              str(steps), "--train_epochs", str(epochs), "--device", device, "--progress", "none"])  # fmt: skip
+                              str(steps), "--train_epochs", str(epochs), "--device", device, "--progress", "none", *extra])  # fmt: skip
     validate(parser, args)
     seed_everything(args.seed)
     exp = Exp(args)
@@ -59,11 +61,23 @@ def worker(data: str, model: str, batch: int, steps: int, device: str, epochs: i
         base = rss_now_mb()
         Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current resident set
     for epoch in range(epochs):
+        start = time.perf_counter()
         exp.train_epoch(epoch)
+        if exp.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    speed = {"samples_per_s": len(exp.data.train) / seconds}
     if exp.device.type == "cuda":
-        torch.cuda.synchronize()
-        return {"above_baseline_mb": (torch.cuda.max_memory_allocated() - base) / 2**20, "kind": "cuda allocated"}
-    return {"above_baseline_mb": rss_peak_mb() - base, "kind": "CPU resident set"}
+        return {"above_baseline_mb": (torch.cuda.max_memory_allocated() - base) / 2**20, "kind": "cuda allocated", **speed}
+    return {"above_baseline_mb": rss_peak_mb() - base, "kind": "CPU resident set", **speed}
+
+
+def measure(data: str, model: str, batch: int, steps: int, device: str, epochs: int, extra: tuple[str, ...] = ()) -> dict:
+    """``worker`` in a fresh process (so no layout inherits another's peak)."""
+    cmd = [sys.executable, __file__, "--device", device, "--epochs", str(epochs), "--worker", data, model, str(batch), str(steps),
+           "--", *extra]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -71,10 +85,11 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--worker", nargs=4, metavar=("DATA", "MODEL", "BATCH", "STEPS"), help=argparse.SUPPRESS)
+    p.add_argument("extra", nargs="*", help=argparse.SUPPRESS)  # run.py flags for the worker, after --
     a = p.parse_args()
     if a.worker:
         data, model, batch, steps = a.worker
-        print(json.dumps(worker(data, model, int(batch), int(steps), a.device, a.epochs)))
+        print(json.dumps(worker(data, model, int(batch), int(steps), a.device, a.epochs, tuple(a.extra))))
         return
     print(f"peak memory above the baseline, MB, {a.epochs} epoch(s) on {a.device}, each layout in a fresh process")
     print(f"{'model':>11} | " + " | ".join(f"{b} x {k}".rjust(8) for b, k in LAYOUTS) + " | (4x8)/(4x1) | (4x8)/(32x1)")
@@ -82,10 +97,7 @@ def main() -> None:
     for data, model in FORMATS:
         peaks, kind = [], ""
         for batch, steps in LAYOUTS:
-            cmd = [sys.executable, __file__, "--device", a.device, "--epochs", str(a.epochs),
-                   "--worker", data, model, str(batch), str(steps)]  # fmt: skip
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=1800).stdout
-            result = json.loads(out.strip().splitlines()[-1])
+            result = measure(data, model, batch, steps, a.device, a.epochs)
             peaks.append(result["above_baseline_mb"])
             kind = result["kind"]
         ratios.append((peaks[0] / max(peaks[1], 1e-9), peaks[0] / max(peaks[2], 1e-9)))
