@@ -724,17 +724,20 @@ def check_run_folders(args: argparse.Namespace, settings: list[str], runtime) ->
         return
     from utils.errors import UserError
 
-    for setting in settings:
-        if args.resume == "auto" and runtime.from_writer((Path(args.checkpoints) / setting / "last.pt").is_file):
-            continue
-        folders = [(Path(args.checkpoints) / setting, ("last.pt", "best.pt")), (Path(args.results) / setting, ("metrics.json",))]
-        for folder, files in folders:
-            found = runtime.from_writer(lambda: [name for name in files if (folder / name).is_file()])  # noqa: B023
-            if found:
-                raise UserError(
-                    f"run folder {folder} already holds {found[0]} of an earlier run: continue it with --resume auto, start "
-                    "another with --des NAME, or replace it with --overwrite"
-                )
+    def earlier_run(setting: str) -> tuple[Path, str] | None:
+        ckpt, results = Path(args.checkpoints) / setting, Path(args.results) / setting
+        if args.resume == "auto" and (ckpt / "last.pt").is_file():
+            return None  # continued, not replaced
+        held = [(folder, name) for folder, names in ((ckpt, ("last.pt", "best.pt")), (results, ("metrics.json",)))
+                for name in names if (folder / name).is_file()]  # fmt: skip
+        return held[0] if held else None
+
+    found = runtime.from_writer(lambda: next(filter(None, map(earlier_run, settings)), None))  # the writer's disk decides
+    if found:
+        raise UserError(
+            f"run folder {found[0]} already holds {found[1]} of an earlier run: continue it with --resume auto, start "
+            "another with --des NAME, or replace it with --overwrite"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,15 @@ from data_provider.sampler import EpochBatchSampler
 from data_provider.scaling import SCALERS
 from data_provider.sources import class_order, load_table
 from data_provider.uea import is_uea, load_uea, stack, stratified_holdout, ts_paths
-from data_provider.windows import BLOCK_PATTERN, SPLITS, blocked_split, chronological_split, find_segments, random_split
+from data_provider.windows import (
+    BLOCK_PATTERN,
+    SPLITS,
+    blocked_split,
+    chronological_split,
+    find_segments,
+    random_split,
+    window_bounds,
+)
 from utils.errors import UserError
 from utils.signals import ignore_stop_signals
 
@@ -125,6 +133,14 @@ class DataBundle:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def window_bounds(self, split: WindowDataset) -> tuple[list, list]:
+        """Where a split's windows start and end: times (or row numbers) of the table; ready-cut
+        UEA samples are numbered as in their file."""
+        if self.ready_cut:
+            number = list(range(len(split)))
+            return number, number
+        return window_bounds(self.times, split.starts, self.seq_len)
 
     def summary(self) -> str:
         counts = " / ".join(f"{len(getattr(self, s))} {s}" for s in SPLITS)

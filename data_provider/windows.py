@@ -22,6 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 SPLITS = ("train", "val", "test")
 BLOCK_PATTERN = ("train", "train", "train", "val", "test")
@@ -62,7 +63,8 @@ class WindowIndex:
         return np.flatnonzero(np.cumsum(edges) > 0)
 
 
-def _windows(start: int, end: int, length: int, stride: int) -> np.ndarray:
+def window_starts(start: int, end: int, length: int, stride: int) -> np.ndarray:
+    """First rows of the windows of ``length`` rows every ``stride`` rows inside rows [start, end)."""
     return np.arange(start, end - length + 1, stride)
 
 
@@ -93,7 +95,7 @@ def blocked_split(
         while seg.end - pos >= length:
             block_end = min(pos + block_rows, seg.end)
             name = pattern[blocks_seen[seg.label] % len(pattern)]
-            parts[name].append((_windows(pos, block_end, length, _stride(name, stride, train_stride)), seg.label))
+            parts[name].append((window_starts(pos, block_end, length, _stride(name, stride, train_stride)), seg.label))
             blocks_seen[seg.label] += 1
             pos = block_end
     return _collect(parts)
@@ -108,7 +110,7 @@ def chronological_split(
         cut1 = seg.start + round(shares[0] * rows)
         cut2 = seg.start + round((shares[0] + shares[1]) * rows)
         for name, (a, b) in zip(SPLITS, ((seg.start, cut1), (cut1, cut2), (cut2, seg.end))):
-            parts[name].append((_windows(a, b, length, _stride(name, stride, train_stride)), seg.label))
+            parts[name].append((window_starts(a, b, length, _stride(name, stride, train_stride)), seg.label))
     return _collect(parts)
 
 
@@ -116,7 +118,7 @@ def random_split(segments: list[Segment], length: int, stride: int, seed: int, s
     rng = np.random.default_rng(seed)
     by_class: dict[int, list[np.ndarray]] = defaultdict(list)
     for seg in segments:
-        by_class[seg.label].append(_windows(seg.start, seg.end, length, stride))
+        by_class[seg.label].append(window_starts(seg.start, seg.end, length, stride))
     parts: dict[str, list] = {name: [] for name in SPLITS}
     for label, chunks in sorted(by_class.items()):
         starts = rng.permutation(np.concatenate(chunks))
@@ -124,3 +126,13 @@ def random_split(segments: list[Segment], length: int, stride: int, seed: int, s
         for name, piece in zip(SPLITS, np.split(starts, [n_train, n_train + n_val])):
             parts[name].append((np.sort(piece), label))
     return _collect(parts)
+
+
+def window_bounds(times: np.ndarray | None, starts: np.ndarray, length: int) -> tuple[list, list]:
+    """First and last row of every window, as times when the table has them, else row numbers."""
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = starts + length - 1
+    if times is None:
+        return starts.tolist(), ends.tolist()
+    as_text = pd.Series(times).dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy()
+    return as_text[starts].tolist(), as_text[ends].tolist()

@@ -18,7 +18,7 @@ import torch
 from data_provider.data_factory import DataBundle, build_data, make_eval_loader, make_loader
 from exp.accumulation import AccumulationPlan, AccumulationPolicy, plan_accumulation
 from exp.evaluation import evaluate, write_test_outputs, write_training_curves
-from exp.inference import deployment_record, prediction_table, window_bounds
+from exp.inference import deployment_record, prediction_table
 from exp.runtime import SingleProcess
 from exp.state import Checkpoints, TrainingState, check_model, check_resumable, layout_of, rank_seed
 from exp.trainer import Trainer, TrainingAborted
@@ -273,7 +273,7 @@ class Exp:
             "learning_rate": a.learning_rate,
         }
         title = f"{a.model} on {a.data}: accuracy {report['accuracy']:.2%}, macro-F1 {report['macro_f1']:.3f}"
-        predictions = prediction_table(*self._test_window_bounds(), report["probs"], names, report["y_true"])
+        predictions = prediction_table(*self.data.window_bounds(self.data.test), report["probs"], names, report["y_true"])
         rt.write(results_dir / "metrics.json",
                  lambda: write_test_outputs(results_dir, Path(a.results) / "summary.csv", metrics, predictions, title))  # fmt: skip
         print(format_report(report, names, normal), flush=True)
@@ -283,13 +283,6 @@ class Exp:
             flush=True,
         )
         return metrics
-
-    def _test_window_bounds(self) -> tuple[list, list]:
-        """Times (or row numbers) of the test windows; ready-cut UEA samples are numbered as in their TEST file."""
-        if self.data.ready_cut:
-            number = list(range(len(self.data.test)))
-            return number, number
-        return window_bounds(self.data.times, self.data.test.starts, self.data.seq_len)
 
     def export(self, setting: str) -> Path:
         """--export: the tested model with its scaler and input format, for use outside this runner."""

@@ -108,16 +108,6 @@ def probabilities(predictor: Predictor, values: np.ndarray, starts: np.ndarray, 
                            for i in range(0, len(starts), batch_size)])  # fmt: skip
 
 
-def window_bounds(times: np.ndarray | None, starts: np.ndarray, length: int) -> tuple[list, list]:
-    """First and last row of every window, as times when the data have them, else row numbers."""
-    starts = np.asarray(starts, dtype=np.int64)
-    ends = starts + length - 1
-    if times is None:
-        return starts.tolist(), ends.tolist()
-    as_text = pd.Series(times).dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy()
-    return as_text[starts].tolist(), as_text[ends].tolist()
-
-
 def prediction_table(starts, ends, probs: np.ndarray, class_names: list[str], y_true=None) -> pd.DataFrame:
     """One row per window: its bounds, the true class (when known), the predicted class and its
     probability, and the runners-up up to the top 3."""

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from data_provider.csv_source import read_sensor_csv
-from data_provider.windows import find_segments
-from exp.inference import load_predictor, prediction_table, probabilities, sampling_interval, window_bounds, write_predictions
+from data_provider.windows import find_segments, window_bounds, window_starts
+from exp.inference import load_predictor, prediction_table, probabilities, sampling_interval, write_predictions
 from exp.runtime import resolve_device
 from utils.errors import UserError
 from utils.fdd import fdd_rates, find_normal_class, format_report
@@ -51,7 +51,7 @@ def predict(args) -> int:
 
     labels = _known_labels(log.labels, class_names, read.label_col, path)
     segments = find_segments(np.zeros(len(values), dtype=np.int64) if labels is None else labels, log.breaks)
-    starts = np.concatenate([np.arange(seg.start, seg.end - window + 1, stride) for seg in segments]).astype(np.int64)
+    starts = np.concatenate([window_starts(seg.start, seg.end, window, stride) for seg in segments]).astype(np.int64)
     if not len(starts):
         longest = max(seg.end - seg.start for seg in segments)
         raise UserError(
