@@ -14,6 +14,8 @@ import datetime
 import errno
 import os
 import re
+import sys
+import threading
 
 import torch
 
@@ -45,6 +47,42 @@ def is_peer_failure(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and bool(
         re.search(r"gloo|nccl|Connection (closed|reset)|[Tt]imed out|[Tt]imeout|ProcessGroup|Broken pipe", str(exc))
     )
+
+
+def attempt_store(world_size: int, timeout: datetime.timedelta):
+    """The store of this torchrun attempt, or None outside torchrun's agent store.
+
+    torchrun keeps one TCPStore server for every restart of the group, but ``init_process_group``
+    adds no per-restart prefix (it assumes a new store per restart). The previous attempt's
+    addresses are then still in the store, and gloo connects to processes that are gone
+    ('Connection refused') or waits forever. Every attempt gets keys of its own."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    import torch.distributed as dist
+
+    shared = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"runner/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", shared)
+
+
+@contextlib.contextmanager
+def set_up_deadline(timeout_s: float):
+    """gloo's connection of every pair of processes does not honour the timeout: after a torchrun
+    restart it was seen waiting forever on a peer that never connected. Past ``timeout_s`` the
+    process leaves with exit code 4, so torchrun restarts the group (or reports the failure)."""
+
+    def give_up():
+        print(f"error: the process group was not set up within --dist_timeout {timeout_s:g} s (a peer never connected)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        sys.stdout.flush()
+        os._exit(PeerFailure.exit_code)
+
+    timer = threading.Timer(timeout_s, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def launched_world_size() -> int:
@@ -151,7 +189,11 @@ class Distributed(SingleProcess):
         if self._device.type == "cuda":
             torch.cuda.set_device(self._device)
         kwargs = {"device_id": self._device} if self._device.type == "cuda" else {}
-        dist.init_process_group(backend, timeout=self.timeout, **kwargs)
+        store = attempt_store(self.world_size, self.timeout)
+        if store is not None:
+            kwargs.update(store=store, rank=self.rank, world_size=self.world_size)
+        with set_up_deadline(timeout_s):
+            dist.init_process_group(backend, timeout=self.timeout, **kwargs)
         # Gradient-free collectives (flags, gathers) go through gloo on the CPU whatever the
         # backend: they are tiny, and NCCL would need a device copy and a stream sync for each.
         self.cpu_group = dist.new_group(backend="gloo", timeout=self.timeout) if backend != "gloo" else None

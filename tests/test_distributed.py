@@ -49,7 +49,7 @@ def finish(proc: subprocess.Popen, timeout: float = DEADLINE_S) -> tuple[int, st
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         kill_group(proc)
-        out, err = proc.communicate()
+        out, err = proc.communicate(timeout=30)  # every writer of the pipes is gone: they close
         raise AssertionError(f"launch passed its {timeout} s deadline:\n{err[-3000:]}") from None
     finally:
         kill_group(proc)
@@ -57,10 +57,34 @@ def finish(proc: subprocess.Popen, timeout: float = DEADLINE_S) -> tuple[int, st
 
 
 def kill_group(proc: subprocess.Popen) -> None:
+    """The launch's process group and every descendant: torchrun may start its workers in
+    sessions of their own, and an orphaned worker would hold the output pipes open."""
+    for pid in [*descendants(proc.pid), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    found = children(pid)
+    return [*found, *(d for child in found for d in descendants(child))]
 
 
 def torchrun(*args: str) -> list[str]:
@@ -194,6 +218,16 @@ def test_a_crashed_or_hung_process_makes_the_other_exit_with_one_line(tmp_path, 
         kill_group(procs[1])
 
 
+def test_a_peer_that_never_starts_ends_the_set_up_within_the_timeout_with_one_line(tmp_path):
+    flags = [*TINY, "--train_epochs", "1", "--dist_timeout", "3", "--checkpoints", str(tmp_path / "c"), "--results", str(tmp_path / "r")]
+    env = {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    began = time.monotonic()
+    code, _, err = finish(start([sys.executable, str(ROOT / "run.py"), *flags], env), timeout=60)
+    assert code == 4 and time.monotonic() - began < 30, err
+    assert err.strip().count("\n") == 0 and "process group was not set up within --dist_timeout 3 s" in err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "r").exists()
+
+
 def test_processes_started_with_different_flags_are_refused_by_all(tmp_path):
     port = str(free_port())
     base = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
@@ -213,22 +247,14 @@ def test_processes_started_with_different_flags_are_refused_by_all(tmp_path):
 
 
 # --------------------------------------------------------------- torchrun restarts and nodes
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def test_sigkill_of_a_worker_under_torchrun_max_restarts_resumes_to_the_same_weights(tmp_path):
     flags = [*TINY, *EXACT, "--data", "Classification", "--model", "ResNet1D", "--batch_size", "4",
-             "--target_batch_size", "16", "--train_epochs", "3", "--save_every_updates", "4", "--resume", "auto",
-             "--checkpoints", str(tmp_path / "kill" / "ckpt"), "--results", str(tmp_path / "kill" / "res")]  # fmt: skip
+             "--target_batch_size", "16", "--train_epochs", "3", "--save_every_updates", "4", "--dist_timeout", "20",
+             "--resume", "auto", "--checkpoints", str(tmp_path / "kill" / "ckpt"), "--results", str(tmp_path / "kill" / "res")]  # fmt: skip
+    # After a restart gloo's connect occasionally fails ('connectFullMesh ... Connection refused') or waits forever on
+    # a peer; the set-up deadline (--dist_timeout) then ends the group and torchrun restarts it once more.
     proc = start([*torchrun("--standalone", "--nproc_per_node", "2", "--max_restarts", "3"), str(ROOT / "run.py"), *flags])
     try:
         deadline = time.monotonic() + DEADLINE_S
