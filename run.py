@@ -317,6 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="GNN: edge where |corr| >= this on training rows",
     )
     add(g, "--num_workers", role=RUN, type=non_negative_int(64), default=0, help="DataLoader worker processes")
+    add(
+        g,
+        "--resident_data",
+        role=RUN,
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="keep every window of the data set on the training device and cut the batches there: no DataLoader, no "
+        "copy per batch, the same batches (auto: on unless --num_workers > 0)",
+    )
 
     g = group("model")
     add(g, "--d_model", role=RECIPE, type=_number(int, 8, 4096, name="an integer"), default=64, help="model width")
@@ -429,6 +438,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(g, "--use_amp", role=RECIPE, action="store_true", help="mixed precision: CUDA fp16 with GradScaler (or bf16), CPU bf16")
     add(g, "--amp_dtype", role=RECIPE, choices=("fp16", "bf16"), default="fp16", help="CUDA AMP dtype")
+    add(
+        g,
+        "--compile",
+        role=RUN,
+        nargs="?",
+        const="default",
+        choices=("off", "default", "reduce-overhead", "max-autotune"),
+        default="off",
+        help="train with torch.compile (the flag alone: mode 'default'; reduce-overhead adds CUDA graphs). Shapes are kept "
+        "static: the short last batch compiles once more. The first epoch pays the compilation; evaluation stays eager",
+    )
 
     g = group("accumulation", "micro-batches summed into one optimizer update; effective batch = batch_size x steps x processes")
     add(
@@ -622,6 +642,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
         for flag in ("root_path", "time_col", "feature_cols", "fault_inventory"):
             if getattr(args, flag) not in (None, "."):
                 parser.error(f"argument --{flag}: given without --data_path (the built-in simulator needs none)")
+    if args.resident_data == "on" and args.num_workers:
+        parser.error(f"argument --resident_data: on cuts every batch on the device, so --num_workers {args.num_workers} would idle")
     if args.min_lr > args.learning_rate:
         parser.error(f"argument --min_lr: {args.min_lr:g} is above --learning_rate {args.learning_rate:g}")
     if args.resume is not None and not args.is_training:

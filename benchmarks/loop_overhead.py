@@ -1,8 +1,8 @@
 """Cost of the training loop's per-micro-batch work, side by side in one run.
 
 Prints micro-batches/s and samples/s for:
-  * the runner's loop (finite-loss check: one device sync per micro-batch),
-  * the same loop without that check (a reference; not what the runner does),
+  * the runner's loop (finite-loss check: a flag kept on the device, read once per update),
+  * the same loop without any check (a reference; not what the runner does),
 and for several micro-batch x accumulation splits of one effective batch.
 
     python benchmarks/loop_overhead.py [--device cuda] [--model ResNet1D] [--epochs 2]
@@ -28,7 +28,7 @@ from utils.seed import seed_everything  # noqa: E402
 
 
 class UncheckedTrainer(Trainer):
-    """The loop without the finite-loss check (no sync per micro-batch)."""
+    """The loop without the finite-loss check."""
 
     def _micro_step(self, batch, step):
         with self.autocast():

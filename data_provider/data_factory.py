@@ -6,6 +6,7 @@ rows -> format-specific fitting (e.g. the sensor graph) -> three ``WindowDataset
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,10 @@ class PlainFormat:
 
     def fit(self, train_rows: np.ndarray) -> None:
         pass
+
+    def on(self, device: torch.device) -> PlainFormat:
+        """This format with its own tensors on ``device`` (none but the sensor graph's)."""
+        return self
 
     def make_batch(self, x: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> WindowBatch:
         return WindowBatch(x, labels, mask=mask)
@@ -84,6 +89,11 @@ class GraphFormat(PlainFormat):
     def fit(self, train_rows):
         self.adjacency = correlation_adjacency(train_rows, self.threshold)
 
+    def on(self, device):
+        moved = copy.copy(self)
+        moved.adjacency = self.adjacency.to(device)
+        return moved
+
     def make_batch(self, x, labels, mask=None):
         return GraphBatch(x, labels, self.adjacency)
 
@@ -105,15 +115,28 @@ class WindowDataset(Dataset):
         self.values, self.starts, self.labels, self.fmt = values, starts, labels, fmt
         self.valid = valid  # [rows] bool: False on padding (unequal-length series), or None
         self.offsets = torch.arange(length)
+        # The same starts and labels as tensors, on the device of ``values`` (see ``to``).
+        self.start_rows, self.label_ids = torch.as_tensor(starts), torch.as_tensor(labels, dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def __getitem__(self, index):
-        index = np.atleast_1d(np.asarray(index))
-        rows = torch.as_tensor(self.starts[index])[:, None] + self.offsets
+        """``index``: window numbers (a number, a numpy array, or a tensor on the device of ``values``)."""
+        if not isinstance(index, torch.Tensor):
+            index = torch.as_tensor(np.atleast_1d(np.asarray(index)))
+        rows = self.start_rows[index][:, None] + self.offsets
         mask = None if self.valid is None else self.valid[rows]
-        return self.fmt.make_batch(self.values[rows], torch.as_tensor(self.labels[index], dtype=torch.long), mask)
+        return self.fmt.make_batch(self.values[rows], self.label_ids[index], mask)
+
+    def to(self, device: torch.device) -> WindowDataset:
+        """A copy whose tensors (and the format's, such as the sensor graph) live on ``device``."""
+        moved = copy.copy(self)
+        for name in ("values", "valid", "offsets", "start_rows", "label_ids"):
+            value = getattr(self, name)
+            setattr(moved, name, None if value is None else value.to(device))
+        moved.fmt = self.fmt.on(device)
+        return moved
 
 
 @dataclass
@@ -264,20 +287,25 @@ def make_loader(
     generator: torch.Generator | None = None,
     rank: int = 0,
     world_size: int = 1,
-) -> DataLoader:
+    resident_on: torch.device | None = None,
+):
     """Training batches in the seed-and-epoch order; ``batch_size`` is the global micro-batch,
-    of which this process gets its share."""
-    return _loader(
-        dataset, EpochBatchSampler(len(dataset), batch_size, shuffle, seed, rank, world_size), num_workers, pin_memory, generator
-    )
+    of which this process gets its share. ``resident_on``: the split is copied to that device
+    once and every batch is cut there (see ``ResidentLoader``)."""
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, rank, world_size)
+    if resident_on is not None:
+        return ResidentLoader(dataset, sampler, resident_on)
+    return _loader(dataset, sampler, num_workers, pin_memory, generator)
 
 
 def make_eval_loader(dataset: WindowDataset, batch_size: int, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                     pin_memory: bool = False) -> DataLoader:  # fmt: skip
+                     pin_memory: bool = False, resident_on: torch.device | None = None):  # fmt: skip
     """This process's contiguous shard of an evaluation split, in order: gathered in rank
     order, the shards give every window exactly once."""
     shard = np.array_split(np.arange(len(dataset)), world_size)[rank]
     batches = [shard[i : i + batch_size] for i in range(0, len(shard), batch_size)]
+    if resident_on is not None:
+        return ResidentLoader(dataset, batches, resident_on)
     # A private generator: starting a pass must not draw from the global RNG (dropout masks).
     return _loader(dataset, batches, num_workers, pin_memory, torch.Generator().manual_seed(0))
 
@@ -293,3 +321,25 @@ def _loader(dataset, sampler, num_workers, pin_memory, generator) -> DataLoader:
         generator=generator,  # worker seeds come from here, never from the global RNG
         worker_init_fn=ignore_stop_signals if num_workers > 0 else None,
     )
+
+
+class ResidentLoader:
+    """The loader of a split that lives on the training device (these data sets are megabytes).
+
+    The split's values are copied to the device once; each pass copies its whole order of window
+    numbers there at once and cuts every batch on the device: no DataLoader, no worker, no copy
+    and no host sync per batch. The batches are exactly the DataLoader's (same sampler)."""
+
+    def __init__(self, dataset: WindowDataset, sampler, device: torch.device):
+        self.dataset, self.sampler, self.device = dataset.to(device), sampler, device
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        batches = list(self.sampler)
+        if not batches:
+            return
+        order = torch.as_tensor(np.concatenate(batches)).to(self.device, non_blocking=True)
+        for index in order.split([len(b) for b in batches]):
+            yield self.dataset[index]

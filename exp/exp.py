@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_provider.data_factory import DataBundle, build_data, make_eval_loader, make_loader
+from data_provider.data_factory import DataBundle, ResidentLoader, build_data, make_eval_loader, make_loader
 from exp.accumulation import AccumulationPlan, AccumulationPolicy, plan_accumulation
 from exp.evaluation import evaluate, write_test_outputs, write_training_curves
 from exp.inference import deployment_record, prediction_table
@@ -38,6 +38,16 @@ __all__ = ["Exp", "TrainingAborted"]
 EVAL_BATCH_SIZE = 256  # evaluation batch size changes no result, only speed and memory
 
 
+def compiled(model: torch.nn.Module, mode: str, device: torch.device) -> torch.nn.Module:
+    """``model`` under torch.compile (``--compile``), or as it is. Static shapes: a full micro-batch
+    and the short last one each compile once, instead of one dynamic-shape graph for all."""
+    if mode == "off":
+        return model
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        raise UserError("--compile: compiling for the CPU needs a C++ compiler (g++, c++ or clang++) on the PATH")
+    return torch.compile(model, mode=mode, dynamic=False)
+
+
 class Exp:
     def __init__(self, args, data: DataBundle | None = None, plan: AccumulationPlan | None = None, runtime=None):
         self.args = args
@@ -57,13 +67,14 @@ class Exp:
         ).to(self.device)  # fmt: skip
 
         pin = self.device.type == "cuda"
+        resident = self.device if args.resident_data == "on" or (args.resident_data == "auto" and not args.num_workers) else None
         # Private generator: creating a loader iterator must not draw from the global RNG
         # (that would shift dropout masks between a run and its resumed copy).
         self.loader_generator = torch.Generator().manual_seed(args.seed)
         self.train_loader = make_loader(self.data.train, self.plan.global_micro_batch, True, args.seed, args.num_workers, pin,
-                                        self.loader_generator, rt.rank, rt.world_size)  # fmt: skip
+                                        self.loader_generator, rt.rank, rt.world_size, resident)  # fmt: skip
         self.val_loader, self.test_loader = (
-            make_eval_loader(split, EVAL_BATCH_SIZE, rt.rank, rt.world_size, args.num_workers, pin)
+            make_eval_loader(split, EVAL_BATCH_SIZE, rt.rank, rt.world_size, args.num_workers, pin, resident)
             for split in (self.data.val, self.data.test)
         )
         sampler, labels = self.train_loader.sampler, self.data.train.labels
@@ -74,7 +85,8 @@ class Exp:
             cross_epoch=args.cross_epoch_accumulation,
         )
 
-        self.model = rt.wrap(model, probe=self._leaves_parameters_unused)
+        self._bare_model = model
+        self.model = compiled(rt.wrap(model, probe=self._leaves_parameters_unused), args.compile, self.device)
         if rt.rank:  # the same initial weights everywhere (DDP broadcasts them), dropout masks of its own
             torch.manual_seed(rank_seed(args.seed, rt.rank, 0))
         self.optimizer = self._build_optimizer()
@@ -103,7 +115,8 @@ class Exp:
     # ------------------------------------------------------------------ setup
     @property
     def bare_model(self) -> torch.nn.Module:
-        return self.runtime.unwrap(self.model)
+        """The model itself: not wrapped in DDP, not compiled (evaluation, checkpoints, export)."""
+        return self._bare_model
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         a, params = self.args, self.model.parameters()
@@ -163,7 +176,10 @@ class Exp:
         lines = [
             self.data.summary(),
             f"Model {a.model}: {params:,} parameters, --norm {a.norm}, --dropout {a.dropout}, "
-            f"device {self.device}, {self.dtype}" + (f", AMP {self.amp_dtype}" if self.amp_dtype else ""),
+            f"device {self.device}, {self.dtype}"
+            + (f", AMP {self.amp_dtype}" if self.amp_dtype else "")
+            + (f", torch.compile mode {a.compile} (training; evaluation eager)" if a.compile != "off" else "")
+            + (", data resident on the device" if isinstance(self.train_loader, ResidentLoader) else ", DataLoader"),
             f"Loss preset {p.name}: {p.summary} [{p.parameters()}], {weights}",
             f"Optimizer {a.optimizer} lr {a.learning_rate:g}, scheduler {schedule}, "
             f"clip {a.max_grad_norm if a.max_grad_norm > 0 else 'off'}, early stopping patience {a.patience}",

@@ -120,9 +120,6 @@ class SingleProcess:
     def wrap(self, model: torch.nn.Module, probe=None) -> torch.nn.Module:
         return model
 
-    def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model
-
     def sync_context(self, model, sync: bool):
         """Inside: forward and backward stay local (no gradient all-reduce) unless ``sync``."""
         return contextlib.nullcontext()
@@ -222,9 +219,6 @@ class Distributed(SingleProcess):
         self.sync_every_micro_batch = bool(unused)
         ids = [self._device.index] if self._device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=bool(unused))
-
-    def unwrap(self, model):
-        return getattr(model, "module", model)
 
     def sync_context(self, model, sync: bool):
         return contextlib.nullcontext() if sync else model.no_sync()

@@ -28,25 +28,27 @@ class EpochMeter:
         self.loss = torch.zeros((), dtype=torch.float64, device=device)
         self.weight = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
-        self.samples = 0
+        self.samples = torch.zeros((), dtype=torch.int64, device=device)
         self.micro_batches = 0  # done in this epoch, including skipped ones
         self.updates = 0
         self.seconds = 0.0  # of this epoch before the current process took over (resume)
 
-    def add(self, losses, weights, logits, labels) -> None:
+    def add(self, losses, weights, logits, labels, keep: torch.Tensor | None = None) -> None:
+        """Count one micro-batch; ``keep`` (an on-device bool) leaves it out when False, without a sync."""
         losses = losses.detach().double()
-        if weights is None:
-            self.loss += losses.sum()
-            self.weight += losses.numel()
-        else:
-            self.loss += (losses * weights.double()).sum()
-            self.weight += weights.double().sum()
-        self.correct += (logits.detach().argmax(-1) == labels).sum()
-        self.samples += labels.numel()
+        loss = losses.sum() if weights is None else (losses * weights.double()).sum()
+        weight = float(losses.numel()) if weights is None else weights.double().sum()
+        correct, samples = (logits.detach().argmax(-1) == labels).sum(), labels.numel()
+        if keep is not None:  # where, not a product, for the loss: a non-finite loss times 0 is still NaN
+            loss, weight, correct, samples = torch.where(keep, loss, 0.0), torch.where(keep, weight, 0.0), correct * keep, samples * keep
+        self.loss += loss
+        self.weight += weight
+        self.correct += correct
+        self.samples += samples
 
     def totals(self) -> list[float]:
         """Loss, weight, correct and samples: summed over processes, they give the epoch's figures."""
-        return [float(self.loss), float(self.weight), float(self.correct), float(self.samples)]
+        return torch.stack([self.loss, self.weight, self.correct.double(), self.samples.double()]).tolist()  # one sync
 
     def mean_loss(self) -> float:
         """Mean per-sample loss so far (class-weighted mean when class weights are on)."""
@@ -56,14 +58,15 @@ class EpochMeter:
         return accuracy(self.totals())
 
     def state_dict(self) -> dict:
-        return {"loss": float(self.loss), "weight": float(self.weight), "correct": int(self.correct), "samples": self.samples,
+        return {"loss": float(self.loss), "weight": float(self.weight), "correct": int(self.correct), "samples": int(self.samples),
                 "micro_batches": self.micro_batches, "updates": self.updates, "seconds": self.seconds}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.loss.fill_(state["loss"])
         self.weight.fill_(state["weight"])
         self.correct.fill_(state["correct"])
-        self.samples, self.micro_batches, self.updates = state["samples"], state["micro_batches"], state["updates"]
+        self.samples.fill_(state["samples"])
+        self.micro_batches, self.updates = state["micro_batches"], state["updates"]
         self.seconds = state["seconds"]
 
 

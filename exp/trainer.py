@@ -29,6 +29,30 @@ class TrainingAborted(Exception):
     exit_code = 3
 
 
+class WindowHealth:
+    """Where the open window's first non-finite micro-batch loss was, kept on the device so that
+    the loop learns it once per window, at the update, instead of syncing every micro-batch."""
+
+    NONE = 2**62  # no non-finite loss yet
+
+    def __init__(self, device: torch.device):
+        self.first_bad = torch.full((), self.NONE, dtype=torch.int64, device=device)
+
+    def record(self, total: torch.Tensor, position: int, counts: bool = True) -> torch.Tensor:
+        """Note one micro-batch's loss (at ``position`` in the training stream); returns the
+        on-device flag 'every loss of the window so far was finite'."""
+        if counts:
+            first = ~torch.isfinite(total) & (self.first_bad == self.NONE)
+            self.first_bad = torch.where(first, position, self.first_bad)
+        return self.first_bad == self.NONE
+
+    def take(self, runtime) -> int | None:
+        """The earliest non-finite position over every process (None: all finite); starts a new window."""
+        (code,) = runtime.agree(self.NONE - int(self.first_bad))  # agree takes the maximum: the earliest
+        self.first_bad = torch.full_like(self.first_bad, self.NONE)
+        return None if code == 0 else self.NONE - code
+
+
 class Trainer:
     def __init__(self, *, args, plan, runtime, model, criterion, optimizer, scheduler, scheduler_per_update, scaler, amp_dtype,
                  policy, train_loader, state, checkpoints, validate, ckpt_dir, write_history):  # fmt: skip
@@ -43,6 +67,7 @@ class Trainer:
         self.stop = StopRequest()
         self.save_due = False
         self.last_window = 0
+        self.health = WindowHealth(self.device)
         self._run_clock: float | None = None
         self._epoch_clock: float | None = None
 
@@ -142,32 +167,42 @@ class Trainer:
 
     def _micro_step(self, batch, step: MicroStep) -> None:
         s = self.state
-        if s.window_bad is None:  # a window already known to be bad is not computed further
-            # Every backward but the window's last stays local: one gradient all-reduce per update.
-            sync = step.is_update or self.runtime.sync_every_micro_batch
-            with self.runtime.sync_context(self.model, sync):
-                with self.autocast():
-                    logits = self.model(*batch.inputs())
-                    losses, weights = self.criterion(logits, batch.labels)
-                total = losses.sum() if weights is None else (losses * weights).sum()
-                # A process whose share of this micro-batch is empty runs a stand-in sample with weight 0.
-                share = 0 if self.train_loader.sampler.placeholder(step.epoch, step.batch) else 1
-                (bad,) = self.runtime.agree(int(share == 1 and not torch.isfinite(total)))
-                if bad:  # every process skips the backward: no one waits in an all-reduce
-                    s.window_bad = f"non-finite loss in epoch {step.epoch + 1}, micro-batch {step.batch + 1}"
-                else:
-                    # The window's normaliser over all processes, not this micro-batch's size: summed over
-                    # the window (and over processes: DDP averages, hence x world size) this is exactly
-                    # the large-batch mean.
-                    self.scaler.scale(total * (share * self.plan.world_size) / step.normaliser).backward()
-                    if share:
-                        s.meter.add(losses, weights, logits, batch.labels)
+        # Every backward but the window's last stays local: one gradient all-reduce per update.
+        sync = step.is_update or self.runtime.sync_every_micro_batch
+        with self.runtime.sync_context(self.model, sync):
+            with self.autocast():
+                logits = self.model(*batch.inputs())
+                losses, weights = self.criterion(logits, batch.labels)
+            total = losses.sum() if weights is None else (losses * weights).sum()
+            # A process whose share of this micro-batch is empty runs a stand-in sample with weight 0.
+            share = 0 if self.train_loader.sampler.placeholder(step.epoch, step.batch) else 1
+            # A non-finite loss is noted on the device and acted on at the update, where the whole window is
+            # discarded: no host sync per micro-batch. The rest of a bad window still runs (into gradients that
+            # are dropped), so a bad window changes nothing else, not even the random stream of dropout.
+            finite_so_far = self.health.record(total, self.stream_position(step), counts=share == 1)
+            # The window's normaliser over all processes, not this micro-batch's size: summed over the
+            # window (and over processes: DDP averages, hence x world size) this is exactly the
+            # large-batch mean.
+            self.scaler.scale(total * (share * self.plan.world_size) / step.normaliser).backward()
+            if share and s.window_bad is None:  # known bad (restored from a mid-window checkpoint): not counted
+                s.meter.add(losses, weights, logits, batch.labels, keep=finite_so_far)
         if step.is_update:
             self.last_window = step.window_length
+            self._settle_window()
             if s.window_bad is None:
                 self._update()
             else:
                 self._discard_window()
+
+    def stream_position(self, step: MicroStep) -> int:
+        return step.epoch * self.train_loader.sampler.batches_per_epoch + step.batch
+
+    def _settle_window(self) -> None:
+        """Learn (one sync, agreed by every process) whether a loss of the open window was non-finite."""
+        first_bad = self.health.take(self.runtime)
+        if first_bad is not None and self.state.window_bad is None:
+            epoch, batch = divmod(first_bad, self.train_loader.sampler.batches_per_epoch)
+            self.state.window_bad = f"non-finite loss in epoch {epoch + 1}, micro-batch {batch + 1}"
 
     def _update(self, correction: float = 1.0) -> None:
         """One optimizer update per window: unscale -> (correct) -> clip -> step -> scaler update
@@ -218,6 +253,7 @@ class Trainer:
         """End of training: a window still open (early stopping inside a cross-epoch window)
         is applied, scaled to the samples it really saw, or discarded if it went bad."""
         if self.policy.pending:
+            self._settle_window()
             seen, correction = self.policy.position, self.policy.cut()
             if self.state.window_bad is not None:
                 self._discard_window()
@@ -237,6 +273,8 @@ class Trainer:
         return signum
 
     def _save_last(self) -> None:
+        if self.policy.pending:  # the checkpoint records whether the open window already went bad
+            self._settle_window()
         self.state.train_seconds = self._elapsed()
         self.state.meter.seconds = self._epoch_seconds()
         self.checkpoints.save(self.ckpt_dir / "last.pt")

@@ -363,8 +363,11 @@ def test_a_non_finite_loss_discards_its_whole_window_and_never_touches_the_weigh
     exp.optimizer.step = recording_step
     exp.train_epoch(0)
     assert exp.state.updates == 2 and exp.state.bad_windows == 1 and exp.state.consecutive_bad_windows == 0
-    assert calls["n"] == 8  # micro-batch 6 of the bad window was not even computed
+    assert calls["n"] == 9  # decided at the update (no sync per micro-batch): micro-batch 6 ran, into dropped gradients
     assert "non-finite loss in epoch 1, micro-batch 5" in capsys.readouterr().out
+    # The epoch's statistics leave out the bad micro-batch and the one after it, and stay finite.
+    loss, weight, correct, samples = exp.state.meter.totals()
+    assert samples == 36 - 2 * 4 and np.isfinite(loss) and weight > 0
     assert len(before_after) == 2  # windows 1 and 3 stepped
     np.testing.assert_array_equal(before_after[0][1], before_after[1][0])  # nothing moved the weights in window 2
     assert np.isfinite(before_after[1][1]).all()

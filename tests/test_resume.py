@@ -82,6 +82,35 @@ def test_resume_from_any_micro_step_is_bitwise_identical(tmp_path, data, mode, s
     assert second.state.updates == reference.state.updates
 
 
+def test_a_stop_inside_a_window_that_went_bad_records_it_and_the_resumed_run_discards_it(tmp_path, data):
+    """The non-finite loss is only noted on the device; a checkpoint taken inside that window must
+    still say the window is bad, and the resumed run must discard it like an uninterrupted one."""
+
+    def poison(exp):
+        original, calls = exp.model.forward, {"n": 0}
+
+        def forward(x):
+            calls["n"] += 1
+            return original(x) * (float("nan") if calls["n"] == 4 else 1.0)  # epoch 1, window 2, position 1
+
+        exp.model.forward = forward
+
+    reference = new_exp(tmp_path / "ref", data, "--train_epochs", "1")
+    poison(reference)
+    reference.train("run")
+    first = new_exp(tmp_path / "cut", data, "--train_epochs", "1")
+    poison(first)
+    interrupt_after(first, 5)  # inside the bad window, after the bad micro-batch
+    with pytest.raises(Interrupted):
+        first.train("run")
+    saved = torch.load(tmp_path / "cut" / "ckpt" / "run" / "last.pt", weights_only=True)
+    assert saved["window_bad"] == "non-finite loss in epoch 1, micro-batch 4" and saved["accumulation"]["position"] == 2
+    second = new_exp(tmp_path / "cut", data, "--train_epochs", "1", "--resume", "auto")
+    second.train("run")
+    assert second.state.bad_windows == reference.state.bad_windows == 1 and second.state.updates == reference.state.updates == 3
+    assert all(torch.equal(a, b) for a, b in zip(final_state(second)[0], final_state(reference)[0]))
+
+
 def test_save_every_updates_writes_resumable_checkpoints_at_update_boundaries(tmp_path, data, monkeypatch):
     import exp.state as state_module
 
