@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = group("training")
-    add(g, "--train_epochs", role=RECIPE, type=positive_int(100_000), default=12, help="maximum epochs")
+    add(g, "--train_epochs", role=RECIPE, type=positive_int(100_000), default=30, help="maximum epochs")
     add(
         g,
         "--batch_size",
@@ -381,10 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr_scheduler",
         role=RECIPE,
         choices=("plateau", "cosine", "none"),
-        default="cosine",
-        help="cosine: warm-up then cosine decay to --min_lr, stepped once per optimizer update and sized from the real "
-        "number of updates (with 12 epochs it matches 30 epochs of plateau, benchmarks/README.md); plateau: "
-        "ReduceLROnPlateau on the validation loss, once per epoch",
+        default="plateau",
+        help="plateau: ReduceLROnPlateau on the validation loss, once per epoch; cosine: warm-up then cosine decay, "
+        "stepped once per optimizer update and sized from the real number of updates",
     )
     add(g, "--warmup_steps", role=RECIPE, type=non_negative_int(10**9), default=0, help="cosine: linear warm-up, in optimizer updates")
     add(g, "--min_lr", role=RECIPE, type=non_negative_float(10.0), default=0.0, help="cosine: learning rate at the end of the schedule")
