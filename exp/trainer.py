@@ -121,6 +121,8 @@ class Trainer:
         s.new_epoch(epoch + 1)
         self._epoch_clock = None
         s.train_seconds = self._elapsed()
+        if self.policy.pending:  # a window open across the epoch end: the checkpoints record whether it went bad
+            self._settle_window()
         if improved:  # best.pt first: a crash in between never leaves last.pt pointing at a newer best
             self.checkpoints.save(self.ckpt_dir / "best.pt")
         self.checkpoints.save(self.ckpt_dir / "last.pt")

@@ -111,6 +111,26 @@ def test_a_stop_inside_a_window_that_went_bad_records_it_and_the_resumed_run_dis
     assert all(torch.equal(a, b) for a, b in zip(final_state(second)[0], final_state(reference)[0]))
 
 
+def test_the_epoch_end_checkpoint_of_a_window_open_across_epochs_records_that_it_went_bad(tmp_path, data):
+    exp = new_exp(tmp_path, data, "--cross_epoch_accumulation")
+    original, calls = exp.model.forward, {"n": 0}
+
+    def forward(x):
+        calls["n"] += 1
+        return original(x) * (float("nan") if calls["n"] == 10 else 1.0)  # epoch 1's last micro-batch, in the window 10-12
+
+    exp.model.forward = forward
+
+    def crash(history):
+        raise KeyboardInterrupt  # the process dies right after the epoch's checkpoints
+
+    exp.trainer.write_history = crash
+    with pytest.raises(KeyboardInterrupt):
+        exp.train("run")
+    saved = torch.load(tmp_path / "ckpt" / "run" / "last.pt", weights_only=True)
+    assert saved["accumulation"]["position"] == 1 and saved["window_bad"] == "non-finite loss in epoch 1, micro-batch 10"
+
+
 def test_save_every_updates_writes_resumable_checkpoints_at_update_boundaries(tmp_path, data, monkeypatch):
     import exp.state as state_module
 
