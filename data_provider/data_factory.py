@@ -7,6 +7,7 @@ rows -> format-specific fitting (e.g. the sensor graph) -> three ``WindowDataset
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,24 @@ FORMATS = {f.name: f for f in (PlainFormat, DualGAFFormat, GraphFormat)}
 
 
 # ----------------------------------------------------------------- datasets
+# id(table) -> its copies per device, dropped with the table (tensors compare elementwise: no WeakKeyDictionary).
+_DEVICE_COPIES: dict[int, dict[str, torch.Tensor]] = {}
+
+
+def on_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``, copied once: the three splits share one table of values."""
+    copies = _DEVICE_COPIES.get(id(tensor))
+    if copies is None:
+        copies = _DEVICE_COPIES[id(tensor)] = {}
+        weakref.finalize(tensor, _DEVICE_COPIES.pop, id(tensor), None)
+    if str(device) not in copies:
+        moved = tensor.to(device)
+        if moved is tensor:  # already there: nothing to keep
+            return tensor
+        copies[str(device)] = moved
+    return copies[str(device)]
+
+
 class WindowDataset(Dataset):
     """Windows of one split. Indexed with an array of window indices, it returns a whole
     batch object at once (one gather instead of a Python loop per sample)."""
@@ -134,7 +153,7 @@ class WindowDataset(Dataset):
         moved = copy.copy(self)
         for name in ("values", "valid", "offsets", "start_rows", "label_ids"):
             value = getattr(self, name)
-            setattr(moved, name, None if value is None else value.to(device))
+            setattr(moved, name, None if value is None else on_device(value, device))
         moved.fmt = self.fmt.on(device)
         return moved
 

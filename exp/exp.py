@@ -38,11 +38,18 @@ __all__ = ["Exp", "TrainingAborted"]
 EVAL_BATCH_SIZE = 256  # evaluation batch size changes no result, only speed and memory
 
 
-def compiled(model: torch.nn.Module, mode: str, device: torch.device) -> torch.nn.Module:
+def compiled(model: torch.nn.Module, mode: str, device: torch.device, accumulates: bool) -> torch.nn.Module:
     """``model`` under torch.compile (``--compile``), or as it is. Static shapes: a full micro-batch
     and the short last one each compile once, instead of one dynamic-shape graph for all."""
     if mode == "off":
         return model
+    if mode == "reduce-overhead" and accumulates:
+        # CUDA graphs reuse their output memory at the next replay, and the first micro-batch's gradient
+        # is that memory (.grad takes it over): the next micro-batch would overwrite or fail on it.
+        raise UserError(
+            "--compile reduce-overhead (CUDA graphs) cannot add up gradients over several micro-batches; use --compile "
+            "default with gradient accumulation, or one micro-batch per update"
+        )
     if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
         raise UserError("--compile: compiling for the CPU needs a C++ compiler (g++, c++ or clang++) on the PATH")
     return torch.compile(model, mode=mode, dynamic=False)
@@ -86,7 +93,12 @@ class Exp:
         )
 
         self._bare_model = model
-        self.model = compiled(rt.wrap(model, probe=self._leaves_parameters_unused), args.compile, self.device)
+        self.model = compiled(
+            rt.wrap(model, probe=self._leaves_parameters_unused),
+            args.compile,
+            self.device,
+            accumulates=self.plan.steps > 1 or args.cross_epoch_accumulation,
+        )
         if rt.rank:  # the same initial weights everywhere (DDP broadcasts them), dropout masks of its own
             torch.manual_seed(rank_seed(args.seed, rt.rank, 0))
         self.optimizer = self._build_optimizer()

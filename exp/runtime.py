@@ -55,7 +55,9 @@ def attempt_store(world_size: int, timeout: datetime.timedelta):
     torchrun keeps one TCPStore server for every restart of the group, but ``init_process_group``
     adds no per-restart prefix (it assumes a new store per restart). The previous attempt's
     addresses are then still in the store, and gloo connects to processes that are gone
-    ('Connection refused') or waits forever. Every attempt gets keys of its own."""
+    ('Connection refused') or waits forever. Every attempt gets keys of its own. The attempt
+    number is each launcher's own restart count: on several nodes a launcher that re-joins
+    without restarting its workers does not count, so multi-node restarts are not covered."""
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
     import torch.distributed as dist
@@ -191,9 +193,9 @@ class Distributed(SingleProcess):
             kwargs.update(store=store, rank=self.rank, world_size=self.world_size)
         with set_up_deadline(timeout_s):
             dist.init_process_group(backend, timeout=self.timeout, **kwargs)
-        # Gradient-free collectives (flags, gathers) go through gloo on the CPU whatever the
-        # backend: they are tiny, and NCCL would need a device copy and a stream sync for each.
-        self.cpu_group = dist.new_group(backend="gloo", timeout=self.timeout) if backend != "gloo" else None
+            # Gradient-free collectives (flags, gathers) go through gloo on the CPU whatever the
+            # backend: they are tiny, and NCCL would need a device copy and a stream sync for each.
+            self.cpu_group = dist.new_group(backend="gloo", timeout=self.timeout) if backend != "gloo" else None
 
     def _pick_device(self, requested: str) -> torch.device:
         """Each process takes the GPU of its LOCAL_RANK; --device only says CPU or CUDA."""

@@ -127,6 +127,7 @@ CASES = {
     "sim days zero": (["--sim_days", "0"], "--sim_days"),
     "workers negative": (["--num_workers", "-1"], "--num_workers"),
     "resident with workers": (["--resident_data", "on", "--num_workers", "2"], "--resident_data"),
+    "cuda graphs with accumulation": (["--compile", "reduce-overhead", "--gradient_accumulation_steps", "2"], "--compile reduce-overhead"),
     "lr factor one": (["--lr_factor", "1.5"], "--lr_factor"),
     "split block zero": (["--split_block", "0"], "--split_block"),
     "bad windows zero": (["--max_bad_windows", "0"], "--max_bad_windows"),

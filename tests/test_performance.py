@@ -65,6 +65,15 @@ def test_resident_data_trains_to_the_same_weights_as_the_dataloader(tiny_data, d
     assert runs["on"][1:] == runs["off"][1:]
 
 
+def test_the_splits_share_one_device_copy_of_the_table(tiny_data):
+    data = tiny_data("GNN")
+    meta = torch.device("meta")  # a device without memory: copies cost nothing here
+    train = make_loader(data.train, 4, True, 0, resident_on=meta).dataset
+    val, test = (make_eval_loader(split, 16, resident_on=meta).dataset for split in (data.val, data.test))
+    assert train.values.device.type == "meta" and train.values is val.values is test.values
+    assert train.fmt.adjacency.device.type == "meta" and data.train.fmt.adjacency.device.type == "cpu"
+
+
 def test_auto_resident_data_is_on_without_workers_and_off_with_them(tiny_data):
     data = tiny_data("Classification")
     assert isinstance(build(data, "--model", "ResNet1D").train_loader, ResidentLoader)
@@ -113,6 +122,12 @@ def test_compile_trains_to_the_eager_weights_and_saves_plain_checkpoints(tiny_da
     assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-10  # float64: the same up to the order of operations
     saved = torch.load(tmp_path / "fast" / "ckpt" / "run" / "last.pt", weights_only=True)["model"]
     assert saved.keys() == eager.bare_model.state_dict().keys()  # no torch.compile prefix: loads into a plain model
+
+
+def test_compile_with_cuda_graphs_is_refused_when_a_window_adds_up_micro_batches(tiny_data):
+    for flags in (("--gradient_accumulation_steps", "2"), ("--cross_epoch_accumulation",)):
+        with pytest.raises(UserError, match="--compile reduce-overhead \\(CUDA graphs\\) cannot add up gradients"):
+            build(tiny_data("Classification"), "--model", "ResNet1D", "--compile", "reduce-overhead", *flags)
 
 
 def test_compile_on_a_cpu_without_a_compiler_is_refused_with_one_line(tiny_data, monkeypatch):
