@@ -2,7 +2,7 @@
 
 Prints micro-batches/s and samples/s for:
   * the runner's loop (finite-loss check: a flag kept on the device, read once per update),
-  * the same loop without any check (a reference; not what the runner does),
+  * the same loop without any check or statistics (a reference; not what the runner does),
 and for several micro-batch x accumulation splits of one effective batch.
 
     python benchmarks/loop_overhead.py [--device cuda] [--model ResNet1D] [--epochs 2]
@@ -28,7 +28,7 @@ from utils.seed import seed_everything  # noqa: E402
 
 
 class UncheckedTrainer(Trainer):
-    """The loop without the finite-loss check."""
+    """The loop without the finite-loss check and the epoch's statistics."""
 
     def _micro_step(self, batch, step):
         with self.autocast():
@@ -36,7 +36,6 @@ class UncheckedTrainer(Trainer):
             losses, weights = self.criterion(logits, batch.labels)
         total = losses.sum() if weights is None else (losses * weights).sum()
         self.scaler.scale(total / step.normaliser).backward()
-        self.state.meter.add(losses, weights, logits, batch.labels)
         if step.is_update:
             self.last_window = step.window_length
             self._update()

@@ -21,34 +21,22 @@ from utils.rng import capture_rng, restore_rng
 
 
 class EpochMeter:
-    """Running statistics of this process's share of the epoch in progress, kept on the device
-    (no sync per micro-batch)."""
+    """Running statistics of this process's share of the epoch in progress: sums kept on the device,
+    filled once per accumulation window by ``OpenWindow.settle`` (no sync per micro-batch)."""
 
     def __init__(self, device):
         self.loss = torch.zeros((), dtype=torch.float64, device=device)
         self.weight = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
-        self.samples = torch.zeros((), dtype=torch.int64, device=device)
+        self.samples = 0
         self.micro_batches = 0  # done in this epoch, including skipped ones
         self.updates = 0
         self.seconds = 0.0  # of this epoch before the current process took over (resume)
 
-    def add(self, losses, weights, logits, labels, keep: torch.Tensor | None = None) -> None:
-        """Count one micro-batch; ``keep`` (an on-device bool) leaves it out when False, without a sync."""
-        losses = losses.detach().double()
-        loss = losses.sum() if weights is None else (losses * weights.double()).sum()
-        weight = float(losses.numel()) if weights is None else weights.double().sum()
-        correct, samples = (logits.detach().argmax(-1) == labels).sum(), labels.numel()
-        if keep is not None:  # where, not a product, for the loss: a non-finite loss times 0 is still NaN
-            loss, weight, correct, samples = torch.where(keep, loss, 0.0), torch.where(keep, weight, 0.0), correct * keep, samples * keep
-        self.loss += loss
-        self.weight += weight
-        self.correct += correct
-        self.samples += samples
-
     def totals(self) -> list[float]:
         """Loss, weight, correct and samples: summed over processes, they give the epoch's figures."""
-        return torch.stack([self.loss, self.weight, self.correct.double(), self.samples.double()]).tolist()  # one sync
+        loss, weight, correct = torch.stack([self.loss, self.weight, self.correct.double()]).tolist()  # one sync
+        return [loss, weight, correct, float(self.samples)]
 
     def mean_loss(self) -> float:
         """Mean per-sample loss so far (class-weighted mean when class weights are on)."""
@@ -58,16 +46,55 @@ class EpochMeter:
         return accuracy(self.totals())
 
     def state_dict(self) -> dict:
-        return {"loss": float(self.loss), "weight": float(self.weight), "correct": int(self.correct), "samples": int(self.samples),
+        return {"loss": float(self.loss), "weight": float(self.weight), "correct": int(self.correct), "samples": self.samples,
                 "micro_batches": self.micro_batches, "updates": self.updates, "seconds": self.seconds}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.loss.fill_(state["loss"])
         self.weight.fill_(state["weight"])
         self.correct.fill_(state["correct"])
-        self.samples.fill_(state["samples"])
-        self.micro_batches, self.updates = state["micro_batches"], state["updates"]
+        self.samples, self.micro_batches, self.updates = state["samples"], state["micro_batches"], state["updates"]
         self.seconds = state["seconds"]
+
+
+class OpenWindow:
+    """The open accumulation window's micro-batches, as the loop hands them over: each one's loss
+    total (which also says whether it was finite), correct predictions and class weight, left on
+    the device, with its stream position and sample count. Read once, at the window's update
+    (or before a checkpoint): whether the window is applied, and what of it the epoch counts."""
+
+    NONE = 2**62  # no non-finite loss
+
+    def __init__(self):
+        self._clear()
+
+    def _clear(self) -> None:
+        self.totals, self.corrects, self.weights, self.positions, self.samples = [], [], [], [], []
+
+    def add(self, total: torch.Tensor, correct: torch.Tensor, weight: torch.Tensor | None, position: int, samples: int) -> None:
+        self.totals.append(total)
+        self.corrects.append(correct)
+        self.weights.append(weight)
+        self.positions.append(position)
+        self.samples.append(samples)
+
+    def settle(self, runtime, meter: EpochMeter) -> int | None:
+        """The earliest stream position with a non-finite loss over every process (None: all finite);
+        the micro-batches before it, on every process, go into ``meter``. Starts afresh."""
+        totals = torch.stack(self.totals) if self.totals else None
+        finite = torch.isfinite(totals).tolist() if totals is not None else []  # the one sync of the window
+        local = self.positions[finite.index(False)] if False in finite else self.NONE
+        (code,) = runtime.agree(self.NONE - local)  # agree takes the maximum: the earliest position anywhere
+        first_bad = None if code == 0 else self.NONE - code
+        keep = sum(1 for position in self.positions if first_bad is None or position < first_bad)
+        if keep:
+            meter.loss += totals[:keep].double().sum()
+            meter.correct += torch.stack(self.corrects[:keep]).sum()
+            weights = self.weights[:keep]
+            meter.weight += sum(self.samples[:keep]) if weights[0] is None else torch.stack(weights).double().sum()
+            meter.samples += sum(self.samples[:keep])
+        self._clear()
+        return first_bad
 
 
 def mean_loss(totals: list[float]) -> float:

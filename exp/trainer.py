@@ -18,7 +18,7 @@ import time
 import torch
 
 from exp.accumulation import MicroStep
-from exp.state import accuracy, mean_loss
+from exp.state import OpenWindow, accuracy, mean_loss
 from utils.progress import EpochProgress
 from utils.signals import Interrupted, StopRequest
 
@@ -27,30 +27,6 @@ class TrainingAborted(Exception):
     """Training cannot go on (the loss stayed non-finite); exit code 3."""
 
     exit_code = 3
-
-
-class WindowHealth:
-    """Where the open window's first non-finite micro-batch loss was, kept on the device so that
-    the loop learns it once per window, at the update, instead of syncing every micro-batch."""
-
-    NONE = 2**62  # no non-finite loss yet
-
-    def __init__(self, device: torch.device):
-        self.first_bad = torch.full((), self.NONE, dtype=torch.int64, device=device)
-
-    def record(self, total: torch.Tensor, position: int, counts: bool = True) -> torch.Tensor:
-        """Note one micro-batch's loss (at ``position`` in the training stream); returns the
-        on-device flag 'every loss of the window so far was finite'."""
-        if counts:
-            first = ~torch.isfinite(total) & (self.first_bad == self.NONE)
-            self.first_bad = torch.where(first, position, self.first_bad)
-        return self.first_bad == self.NONE
-
-    def take(self, runtime) -> int | None:
-        """The earliest non-finite position over every process (None: all finite); starts a new window."""
-        (code,) = runtime.agree(self.NONE - int(self.first_bad))  # agree takes the maximum: the earliest
-        self.first_bad = torch.full_like(self.first_bad, self.NONE)
-        return None if code == 0 else self.NONE - code
 
 
 class Trainer:
@@ -67,7 +43,7 @@ class Trainer:
         self.stop = StopRequest()
         self.save_due = False
         self.last_window = 0
-        self.health = WindowHealth(self.device)
+        self.window = OpenWindow()
         self._run_clock: float | None = None
         self._epoch_clock: float | None = None
 
@@ -121,8 +97,6 @@ class Trainer:
         s.new_epoch(epoch + 1)
         self._epoch_clock = None
         s.train_seconds = self._elapsed()
-        if self.policy.pending:  # a window open across the epoch end: the checkpoints record whether it went bad
-            self._settle_window()
         if improved:  # best.pt first: a crash in between never leaves last.pt pointing at a newer best
             self.checkpoints.save(self.ckpt_dir / "best.pt")
         self.checkpoints.save(self.ckpt_dir / "last.pt")
@@ -164,6 +138,8 @@ class Trainer:
                     progress.close()
                     raise Interrupted(signum, str(self.ckpt_dir / "last.pt"))
         progress.close()
+        if self.policy.pending:  # a window open across the epoch end: this epoch's part counts in this epoch
+            self._settle_window()
         if self.policy.pending and not a.cross_epoch_accumulation:
             raise RuntimeError("accumulation window left open at the end of an epoch")  # cannot happen: policy bug
 
@@ -178,16 +154,17 @@ class Trainer:
             total = losses.sum() if weights is None else (losses * weights).sum()
             # A process whose share of this micro-batch is empty runs a stand-in sample with weight 0.
             share = 0 if self.train_loader.sampler.placeholder(step.epoch, step.batch) else 1
-            # A non-finite loss is noted on the device and acted on at the update, where the whole window is
-            # discarded: no host sync per micro-batch. The rest of a bad window still runs (into gradients that
-            # are dropped), so a bad window changes nothing else, not even the random stream of dropout.
-            finite_so_far = self.health.record(total, self.stream_position(step), counts=share == 1)
             # The window's normaliser over all processes, not this micro-batch's size: summed over the
             # window (and over processes: DDP averages, hence x world size) this is exactly the
             # large-batch mean.
-            self.scaler.scale(total * (share * self.plan.world_size) / step.normaliser).backward()
-            if share and s.window_bad is None:  # known bad (restored from a mid-window checkpoint): not counted
-                s.meter.add(losses, weights, logits, batch.labels, keep=finite_so_far)
+            self.scaler.scale(total * (share * self.plan.world_size / step.normaliser)).backward()
+            # Whether the loss was finite is learnt at the update, once per window (no host sync per micro-batch):
+            # a bad window is discarded whole, and the rest of it still runs, into gradients that are dropped,
+            # so a bad window changes nothing else, not even the random stream of dropout.
+            if share and s.window_bad is None:  # known bad (restored from a mid-window checkpoint): nothing to count
+                correct = (logits.detach().argmax(-1) == batch.labels).sum()
+                weight = None if weights is None else weights.detach().sum()
+                self.window.add(total.detach(), correct, weight, self.stream_position(step), batch.num_samples)
         if step.is_update:
             self.last_window = step.window_length
             self._settle_window()
@@ -200,8 +177,9 @@ class Trainer:
         return step.epoch * self.train_loader.sampler.batches_per_epoch + step.batch
 
     def _settle_window(self) -> None:
-        """Learn (one sync, agreed by every process) whether a loss of the open window was non-finite."""
-        first_bad = self.health.take(self.runtime)
+        """Learn (one sync, agreed by every process) whether a loss of the open window was non-finite,
+        and count its micro-batches before the first such loss into the epoch's statistics."""
+        first_bad = self.window.settle(self.runtime, self.state.meter)
         if first_bad is not None and self.state.window_bad is None:
             epoch, batch = divmod(first_bad, self.train_loader.sampler.batches_per_epoch)
             self.state.window_bad = f"non-finite loss in epoch {epoch + 1}, micro-batch {batch + 1}"

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from exp.exp import Exp, TrainingAborted
+from exp.runtime import SingleProcess
 from exp.trainer import Trainer
 from tests.conftest import flat_params, make_args, subset
 from utils.losses import PRESETS
@@ -397,7 +398,8 @@ def test_logged_train_loss_is_the_mean_per_sample_loss_of_the_epoch(tiny_data, t
     exp.criterion.forward = spy
     exp.train("run")
     row = exp.state.history[0]
-    assert row["train_loss"] == pytest.approx(float(torch.cat(seen).mean()), rel=1e-12)
+    # Each micro-batch's total is the float32 sum the backward uses; the epoch adds those totals in float64.
+    assert row["train_loss"] == pytest.approx(float(torch.cat(seen).mean()), rel=1e-6)
     assert (row["micro_batches"], row["updates"], row["effective_batch_size"]) == (12, 4, 12)
 
 
@@ -431,3 +433,23 @@ def test_the_flushed_update_of_an_early_stop_is_in_the_history(tiny_data, tmp_pa
     exp.train("run")
     assert exp.state.updates == 1
     assert exp.state.history[-1]["updates"] == exp.state.history[-1]["total_updates"] == 1
+
+
+def test_a_window_counts_only_the_micro_batches_before_the_earliest_non_finite_loss_of_any_process():
+    """Another process's NaN at stream position 11 (agreed via ``agree``) leaves this process's
+    finite micro-batches from 11 on out of the epoch's statistics, as on that process."""
+    from exp.state import EpochMeter, OpenWindow
+
+    class PeerSawNaNAt11:
+        def agree(self, value):
+            return (max(value, OpenWindow.NONE - 11),)
+
+    window, meter = OpenWindow(), EpochMeter(torch.device("cpu"))
+    for position, total in zip((10, 11, 12), (1.0, 2.0, 4.0)):
+        window.add(torch.tensor(total), torch.tensor(position - 9), None, position, 4)
+    assert window.settle(PeerSawNaNAt11(), meter) == 11
+    assert meter.totals() == [1.0, 4.0, 1.0, 4.0]  # only position 10: loss 1, weight 4, 1 correct, 4 samples
+    window.add(torch.tensor(float("nan")), torch.tensor(0), None, 13, 4)
+    assert window.settle(SingleProcess(), meter) == 13 and meter.totals() == [1.0, 4.0, 1.0, 4.0]
+    window.add(torch.tensor(3.0), torch.tensor(2), torch.tensor(0.5), 14, 4)  # class weights: weight is their sum
+    assert window.settle(SingleProcess(), meter) is None and meter.totals() == [4.0, 4.5, 3.0, 8.0]
