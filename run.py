@@ -889,15 +889,11 @@ def repeat_summary(results: list[dict]) -> dict:
 
 
 def exit_process(code: int) -> None:
-    """Leave with ``code``. After a peer failure (4) the broken process group's threads can abort
-    the interpreter's teardown ('terminate called without an active exception', exit -6), so the
-    process leaves at once, its output flushed: every file it wrote was already complete."""
-    from exp.runtime import PeerFailure
+    """Leave with ``code``; after a peer failure (4) at once, since every file it wrote was already complete."""
+    from exp.runtime import PeerFailure, leave_at_once
 
     if code == PeerFailure.exit_code:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        leave_at_once(code)
     sys.exit(code)
 
 

@@ -7,7 +7,6 @@ rows -> format-specific fitting (e.g. the sensor graph) -> three ``WindowDataset
 from __future__ import annotations
 
 import copy
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,24 +107,6 @@ FORMATS = {f.name: f for f in (PlainFormat, DualGAFFormat, GraphFormat)}
 
 
 # ----------------------------------------------------------------- datasets
-# id(table) -> its copies per device, dropped with the table (tensors compare elementwise: no WeakKeyDictionary).
-_DEVICE_COPIES: dict[int, dict[str, torch.Tensor]] = {}
-
-
-def on_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``tensor`` on ``device``, copied once: the three splits share one table of values."""
-    copies = _DEVICE_COPIES.get(id(tensor))
-    if copies is None:
-        copies = _DEVICE_COPIES[id(tensor)] = {}
-        weakref.finalize(tensor, _DEVICE_COPIES.pop, id(tensor), None)
-    if str(device) not in copies:
-        moved = tensor.to(device)
-        if moved is tensor:  # already there: nothing to keep
-            return tensor
-        copies[str(device)] = moved
-    return copies[str(device)]
-
-
 class WindowDataset(Dataset):
     """Windows of one split. Indexed with an array of window indices, it returns a whole
     batch object at once (one gather instead of a Python loop per sample)."""
@@ -148,12 +129,17 @@ class WindowDataset(Dataset):
         mask = None if self.valid is None else self.valid[rows]
         return self.fmt.make_batch(self.values[rows], self.label_ids[index], mask)
 
-    def to(self, device: torch.device) -> WindowDataset:
-        """A copy whose tensors (and the format's, such as the sensor graph) live on ``device``."""
+    def to(self, device: torch.device, memo: dict | None = None) -> WindowDataset:
+        """A copy whose tensors (and the format's, such as the sensor graph) live on ``device``;
+        ``memo`` (id -> copy) lets splits that share a table share its one copy."""
+        memo = {} if memo is None else memo
         moved = copy.copy(self)
         for name in ("values", "valid", "offsets", "start_rows", "label_ids"):
             value = getattr(self, name)
-            setattr(moved, name, None if value is None else on_device(value, device))
+            if value is not None:
+                if id(value) not in memo:  # the splits are alive meanwhile: ids are not reused
+                    memo[id(value)] = value.to(device)
+                setattr(moved, name, memo[id(value)])
         moved.fmt = self.fmt.on(device)
         return moved
 
@@ -183,6 +169,11 @@ class DataBundle:
             number = list(range(len(split)))
             return number, number
         return window_bounds(self.times, split.starts, self.seq_len)
+
+    def splits_on(self, device: torch.device) -> tuple[WindowDataset, WindowDataset, WindowDataset]:
+        """The train, validation and test splits on ``device``, sharing one copy of the table."""
+        memo: dict = {}
+        return tuple(getattr(self, name).to(device, memo) for name in SPLITS)
 
     def summary(self) -> str:
         counts = " / ".join(f"{len(getattr(self, s))} {s}" for s in SPLITS)
@@ -306,25 +297,25 @@ def make_loader(
     generator: torch.Generator | None = None,
     rank: int = 0,
     world_size: int = 1,
-    resident_on: torch.device | None = None,
+    resident: bool = False,
 ):
     """Training batches in the seed-and-epoch order; ``batch_size`` is the global micro-batch,
-    of which this process gets its share. ``resident_on``: the split is copied to that device
-    once and every batch is cut there (see ``ResidentLoader``)."""
+    of which this process gets its share. ``resident``: every batch is cut where the split lives
+    (see ``ResidentLoader``; ``DataBundle.splits_on`` puts the splits on the device)."""
     sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, rank, world_size)
-    if resident_on is not None:
-        return ResidentLoader(dataset, sampler, resident_on)
+    if resident:
+        return ResidentLoader(dataset, sampler)
     return _loader(dataset, sampler, num_workers, pin_memory, generator)
 
 
 def make_eval_loader(dataset: WindowDataset, batch_size: int, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                     pin_memory: bool = False, resident_on: torch.device | None = None):  # fmt: skip
+                     pin_memory: bool = False, resident: bool = False):  # fmt: skip
     """This process's contiguous shard of an evaluation split, in order: gathered in rank
     order, the shards give every window exactly once."""
     shard = np.array_split(np.arange(len(dataset)), world_size)[rank]
     batches = [shard[i : i + batch_size] for i in range(0, len(shard), batch_size)]
-    if resident_on is not None:
-        return ResidentLoader(dataset, batches, resident_on)
+    if resident:
+        return ResidentLoader(dataset, batches)
     # A private generator: starting a pass must not draw from the global RNG (dropout masks).
     return _loader(dataset, batches, num_workers, pin_memory, torch.Generator().manual_seed(0))
 
@@ -345,12 +336,12 @@ def _loader(dataset, sampler, num_workers, pin_memory, generator) -> DataLoader:
 class ResidentLoader:
     """The loader of a split that lives on the training device (these data sets are megabytes).
 
-    The split's values are copied to the device once; each pass copies its whole order of window
-    numbers there at once and cuts every batch on the device: no DataLoader, no worker, no copy
-    and no host sync per batch. The batches are exactly the DataLoader's (same sampler)."""
+    Each pass copies its whole order of window numbers to the split's device at once and cuts
+    every batch there: no DataLoader, no worker, no copy and no host sync per batch. The batches
+    are exactly the DataLoader's (same sampler)."""
 
-    def __init__(self, dataset: WindowDataset, sampler, device: torch.device):
-        self.dataset, self.sampler, self.device = dataset.to(device), sampler, device
+    def __init__(self, dataset: WindowDataset, sampler):
+        self.dataset, self.sampler = dataset, sampler
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -359,6 +350,6 @@ class ResidentLoader:
         batches = list(self.sampler)
         if not batches:
             return
-        order = torch.as_tensor(np.concatenate(batches)).to(self.device, non_blocking=True)
+        order = torch.as_tensor(np.concatenate(batches)).to(self.dataset.values.device, non_blocking=True)
         for index in order.split([len(b) for b in batches]):
             yield self.dataset[index]

@@ -74,15 +74,15 @@ class Exp:
         ).to(self.device)  # fmt: skip
 
         pin = self.device.type == "cuda"
-        resident = self.device if args.resident_data == "on" or (args.resident_data == "auto" and not args.num_workers) else None
+        resident = args.resident_data == "on" or (args.resident_data == "auto" and not args.num_workers)
+        train, val, test = self.data.splits_on(self.device) if resident else (self.data.train, self.data.val, self.data.test)
         # Private generator: creating a loader iterator must not draw from the global RNG
         # (that would shift dropout masks between a run and its resumed copy).
         self.loader_generator = torch.Generator().manual_seed(args.seed)
-        self.train_loader = make_loader(self.data.train, self.plan.global_micro_batch, True, args.seed, args.num_workers, pin,
+        self.train_loader = make_loader(train, self.plan.global_micro_batch, True, args.seed, args.num_workers, pin,
                                         self.loader_generator, rt.rank, rt.world_size, resident)  # fmt: skip
         self.val_loader, self.test_loader = (
-            make_eval_loader(split, EVAL_BATCH_SIZE, rt.rank, rt.world_size, args.num_workers, pin, resident)
-            for split in (self.data.val, self.data.test)
+            make_eval_loader(split, EVAL_BATCH_SIZE, rt.rank, rt.world_size, args.num_workers, pin, resident) for split in (val, test)
         )
         sampler, labels = self.train_loader.sampler, self.data.train.labels
         self.policy = AccumulationPolicy(

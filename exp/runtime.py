@@ -66,6 +66,14 @@ def attempt_store(world_size: int, timeout: datetime.timedelta):
     return dist.PrefixStore(f"runner/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", shared)
 
 
+def leave_at_once(code: int) -> None:
+    """Exit now, output flushed, without the interpreter's teardown: after a peer failure the broken
+    process group's threads can abort it ('terminate called without an active exception', exit -6)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 @contextlib.contextmanager
 def set_up_deadline(timeout_s: float):
     """gloo's connection of every pair of processes does not honour the timeout: after a torchrun
@@ -74,9 +82,8 @@ def set_up_deadline(timeout_s: float):
 
     def give_up():
         print(f"error: the process group was not set up within --dist_timeout {timeout_s:g} s (a peer never connected)",
-              file=sys.stderr, flush=True)  # fmt: skip
-        sys.stdout.flush()
-        os._exit(PeerFailure.exit_code)
+              file=sys.stderr)  # fmt: skip
+        leave_at_once(PeerFailure.exit_code)
 
     timer = threading.Timer(timeout_s, give_up)
     timer.daemon = True

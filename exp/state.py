@@ -9,6 +9,7 @@ on resume each process takes its own back.
 
 from __future__ import annotations
 
+import bisect
 import math
 from pathlib import Path
 
@@ -86,7 +87,7 @@ class OpenWindow:
         local = self.positions[finite.index(False)] if False in finite else self.NONE
         (code,) = runtime.agree(self.NONE - local)  # agree takes the maximum: the earliest position anywhere
         first_bad = None if code == 0 else self.NONE - code
-        keep = sum(1 for position in self.positions if first_bad is None or position < first_bad)
+        keep = len(self.positions) if first_bad is None else bisect.bisect_left(self.positions, first_bad)  # positions ascend
         if keep:
             meter.loss += totals[:keep].double().sum()
             meter.correct += torch.stack(self.corrects[:keep]).sum()

@@ -164,7 +164,7 @@ class Trainer:
             if share and s.window_bad is None:  # known bad (restored from a mid-window checkpoint): nothing to count
                 correct = (logits.detach().argmax(-1) == batch.labels).sum()
                 weight = None if weights is None else weights.detach().sum()
-                self.window.add(total.detach(), correct, weight, self.stream_position(step), batch.num_samples)
+                self.window.add(total.detach(), correct, weight, self._stream_position(step), batch.num_samples)
         if step.is_update:
             self.last_window = step.window_length
             self._settle_window()
@@ -173,7 +173,7 @@ class Trainer:
             else:
                 self._discard_window()
 
-    def stream_position(self, step: MicroStep) -> int:
+    def _stream_position(self, step: MicroStep) -> int:
         return step.epoch * self.train_loader.sampler.batches_per_epoch + step.batch
 
     def _settle_window(self) -> None:
@@ -232,8 +232,7 @@ class Trainer:
     def _close_last_window(self) -> None:
         """End of training: a window still open (early stopping inside a cross-epoch window)
         is applied, scaled to the samples it really saw, or discarded if it went bad."""
-        if self.policy.pending:
-            self._settle_window()
+        if self.policy.pending:  # train_epoch settled its figures at the epoch's end
             seen, correction = self.policy.position, self.policy.cut()
             if self.state.window_bad is not None:
                 self._discard_window()

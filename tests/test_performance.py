@@ -38,15 +38,14 @@ def same_batches(a, b) -> None:
 @pytest.mark.parametrize("data_format, model", FORMAT_MODELS)
 def test_resident_batches_are_the_dataloader_batches_for_every_process_and_split(tiny_data, data_format, model):
     data = tiny_data(data_format)
-    cpu = torch.device("cpu")
     for rank in (0, 1):  # a process's share of each global micro-batch of 6, shuffled by seed and epoch
-        loaders = [make_loader(data.train, 6, True, 7, rank=rank, world_size=2, resident_on=where) for where in (None, cpu)]
+        loaders = [make_loader(data.train, 6, True, 7, rank=rank, world_size=2, resident=resident) for resident in (False, True)]
         assert isinstance(loaders[1], ResidentLoader) and not isinstance(loaders[0], ResidentLoader)
         for epoch, skip in ((0, 0), (3, 2)):  # another epoch's order, and a resumed epoch
             for loader in loaders:
                 loader.sampler.set_epoch(epoch, skip)
             same_batches(*loaders)
-        same_batches(*(make_eval_loader(data.val, 16, rank, 2, resident_on=where) for where in (None, cpu)))
+        same_batches(*(make_eval_loader(data.val, 16, rank, 2, resident=resident) for resident in (False, True)))
 
 
 @pytest.mark.parametrize("data_format, model", FORMAT_MODELS)
@@ -67,10 +66,9 @@ def test_resident_data_trains_to_the_same_weights_as_the_dataloader(tiny_data, d
 
 def test_the_splits_share_one_device_copy_of_the_table(tiny_data):
     data = tiny_data("GNN")
-    meta = torch.device("meta")  # a device without memory: copies cost nothing here
-    train = make_loader(data.train, 4, True, 0, resident_on=meta).dataset
-    val, test = (make_eval_loader(split, 16, resident_on=meta).dataset for split in (data.val, data.test))
+    train, val, test = data.splits_on(torch.device("meta"))  # a device without memory: copies cost nothing here
     assert train.values.device.type == "meta" and train.values is val.values is test.values
+    assert train.label_ids.device.type == "meta" and len(train.label_ids) == len(data.train)
     assert train.fmt.adjacency.device.type == "meta" and data.train.fmt.adjacency.device.type == "cpu"
 
 
