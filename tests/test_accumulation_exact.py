@@ -241,8 +241,8 @@ def test_plateau_schedule_steps_per_epoch_and_gives_the_same_lr_at_every_update(
     for batch, steps in ((4, 3), (12, 1)):
         exp = build(
             tiny_data("Classification"), "--model", "ResNet1D", "--batch_size", str(batch),
-            "--gradient_accumulation_steps", str(steps), "--train_epochs", "3", "--lr_patience", "0", "--patience", "0",
-            tmp=tmp_path / str(batch),
+            "--gradient_accumulation_steps", str(steps), "--train_epochs", "3", "--lr_scheduler", "plateau", "--lr_patience", "0",
+            "--patience", "0", tmp=tmp_path / str(batch),
         )  # fmt: skip
         real_vali, epochs = exp.vali, []
 

@@ -19,7 +19,7 @@ from utils.signals import Interrupted
 # Dropout on: resuming must also restore the random state of the dropout masks. On the CPU,
 # where the promise is bitwise equality.
 FLAGS = ("--device", "cpu", "--model", "ResNet1D", "--data", "Classification", "--batch_size", "4", "--gradient_accumulation_steps", "3",
-         "--train_epochs", "3", "--patience", "0", "--dropout", "0.2", "--lr_patience", "0")  # fmt: skip
+         "--train_epochs", "3", "--patience", "0", "--dropout", "0.2", "--lr_scheduler", "plateau", "--lr_patience", "0")  # fmt: skip
 
 
 def new_exp(tmp, data, *extra):
@@ -278,3 +278,26 @@ def test_resume_on_cuda_continues_a_run_interrupted_mid_window(tmp_path, data):
     assert second.state.updates == reference.state.updates and len(second.state.history) == 3
     for a, b in zip(second.model.parameters(), reference.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # GPU kernels may round differently
+
+
+def test_train_epochs_auto_is_sized_from_the_training_windows_and_a_resumed_run_agrees(tmp_path, data, monkeypatch):
+    import run
+
+    assert [run.auto_epochs(n) for n in (1408, 240, 16_000, 10**6)] == [12, 30, 3, 3]  # built-in data, LBNL SZCAV, large files
+    monkeypatch.setattr(run, "AUTO_EPOCH_WINDOWS", 100)  # 40 windows -> ceil(2.5) = 3 epochs
+    reference = new_exp(tmp_path / "ref", data, "--train_epochs", "auto", "--lr_scheduler", "cosine")
+    assert reference.args.train_epochs == 3
+    assert reference.policy.planned_updates() == 3 * 4  # windows 3 3 3 1 per epoch: the cosine schedule's length
+    reference.train("run")
+    assert [row["epoch"] for row in reference.state.history] == [1, 2, 3] and reference.state.history[-1]["lr"] == 0.0
+
+    first = new_exp(tmp_path / "cut", data, "--train_epochs", "auto", "--lr_scheduler", "cosine")
+    interrupt_after(first, 14)
+    with pytest.raises(Interrupted):
+        first.train("run")
+    second = new_exp(tmp_path / "cut", data, "--train_epochs", "auto", "--lr_scheduler", "cosine", "--resume", "auto")
+    second.train("run")
+    assert all(torch.equal(a, b) for a, b in zip(final_state(second)[0], final_state(reference)[0]))
+    # The same run asked for 4 epochs is another recipe, named on resume.
+    with pytest.raises(Exception, match="--train_epochs 3, this run has --train_epochs 4"):
+        new_exp(tmp_path / "cut", data, "--train_epochs", "4", "--resume", "auto").train("run")

@@ -258,7 +258,7 @@ def test_configurations_that_differ_in_an_unnamed_flag_get_their_own_folder_stab
     base = name_for()
     assert base == "ahu_DualGAFNet_DualGAF_sl96_bs32_ga1_lr0.002_hvac_similar_optimized_seed2021_Exp_0"  # defaults: no hash
     others = {flag: name_for(*flag.split()) for flag in (
-        "--norm group", "--d_model 32", "--dropout 0.2", "--optimizer adamw", "--lr_scheduler cosine", "--train_epochs 5",
+        "--norm group", "--d_model 32", "--dropout 0.2", "--optimizer adamw", "--lr_scheduler plateau", "--train_epochs 5",
         "--cross_epoch_accumulation", "--dtype float64", "--class_weights balanced",
     )}  # fmt: skip
     assert len(set(others.values()) | {base}) == len(others) + 1
