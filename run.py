@@ -76,6 +76,22 @@ def positive_float(high=None):
     return _number(float, 0.0, high, low_open=True, name="a number")
 
 
+# --train_epochs auto: a length in windows seen, not in epochs, so a large data set is not
+# trained for 30 long epochs and a small one still gets enough updates (benchmarks/README.md,
+# "Default run": 12 epochs on the built-in data, 30 on the small LBNL files).
+AUTO_EPOCH_WINDOWS = 16_000
+AUTO_EPOCHS = (3, 30)
+
+
+def auto_epochs(train_windows: int) -> int:
+    low, high = AUTO_EPOCHS
+    return min(high, max(low, math.ceil(AUTO_EPOCH_WINDOWS / max(train_windows, 1))))
+
+
+def epochs_or_auto(text: str) -> int | str:
+    return text if text == "auto" else positive_int(100_000)(text)
+
+
 def device_name(text: str) -> str:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", text):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
@@ -361,7 +377,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = group("training")
-    add(g, "--train_epochs", role=RECIPE, type=positive_int(100_000), default=30, help="maximum epochs")
+    add(
+        g,
+        "--train_epochs",
+        role=RECIPE,
+        type=epochs_or_auto,
+        default="auto",
+        help=f"maximum epochs; auto: enough to pass about {AUTO_EPOCH_WINDOWS:,} training windows through the model "
+        f"(12 on the built-in data), at least {AUTO_EPOCHS[0]} and at most {AUTO_EPOCHS[1]}",
+    )
     add(
         g,
         "--batch_size",
@@ -381,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr_scheduler",
         role=RECIPE,
         choices=("plateau", "cosine", "none"),
-        default="plateau",
+        default="cosine",
         help="plateau: ReduceLROnPlateau on the validation loss, once per epoch; cosine: warm-up then cosine decay, "
         "stepped once per optimizer update and sized from the real number of updates",
     )
@@ -483,6 +507,14 @@ def build_parser() -> argparse.ArgumentParser:
         role=RECIPE,
         action="store_true",
         help="let a window carry over the epoch end instead of flushing it there",
+    )
+    add(
+        g,
+        "--log_grad_noise",
+        role=RUN,
+        action="store_true",
+        help="estimate the gradient noise scale B_simple from each window's micro-batch gradients (needs >= 2 steps; "
+        "one process), log it per epoch and recommend an effective batch at the end; costs one copy of the gradients",
     )
 
     g = group(
@@ -690,12 +722,16 @@ def accumulation_plan(parser: argparse.ArgumentParser, args: argparse.Namespace)
     from utils.errors import UserError
 
     try:
-        return plan_accumulation(
+        plan = plan_accumulation(
             args.batch_size, args.gradient_accumulation_steps, args.enable_auto_gradient_accumulation, args.target_batch_size,
             launched_world_size(),
         )  # fmt: skip
     except UserError as exc:
         parser.error(f"argument {exc}")
+    if args.log_grad_noise and args.is_training and (plan.steps < 2 or plan.world_size > 1):
+        parser.error(f"argument --log_grad_noise: compares the micro-batches of a window, so it needs >= 2 accumulation steps "
+                     f"on one process (this run: {plan.steps} step(s), {plan.world_size} process(es))")  # fmt: skip
+    return plan
 
 
 # Recipe flags left out of the configuration hash: paths (the same file can be named from

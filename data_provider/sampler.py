@@ -33,6 +33,10 @@ class EpochBatchSampler(Sampler):
         """Iterate over ``epoch``'s batches, leaving out the first ``skip`` (resume)."""
         self.epoch, self.skip = epoch, skip
 
+    def resize(self, batch_size: int) -> None:
+        """Cut batches of another size from now on (out-of-memory recovery)."""
+        self.batch_size, self._cached = batch_size, None
+
     def order(self, epoch: int) -> np.ndarray:
         if not self.shuffle:
             return np.arange(self.size)

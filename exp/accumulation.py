@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from utils.errors import UserError
 
@@ -86,6 +86,18 @@ def plan_accumulation(batch_size: int, steps: int | None, auto: bool, target: in
     if auto and steps is None:
         return AccumulationPlan(batch_size, auto_steps(batch_size), world_size, "auto")
     return AccumulationPlan(batch_size, steps or 1, world_size, "manual")
+
+
+def smaller_micro_batch(batch_size: int) -> int | None:
+    """Out-of-memory recovery: the largest micro-batch that divides ``batch_size`` (half of an
+    even one), so every old micro-batch is a whole number of new ones and each window keeps its
+    samples; None at 1."""
+    return next((d for d in range(batch_size // 2, 0, -1) if batch_size % d == 0), None)
+
+
+def shrunk(plan: AccumulationPlan, batch_size: int) -> AccumulationPlan:
+    """The same effective batch with micro-batches of ``batch_size`` (a divisor of the plan's)."""
+    return replace(plan, batch_size=batch_size, steps=plan.steps * (plan.batch_size // batch_size))
 
 
 @dataclass(frozen=True)
@@ -190,6 +202,20 @@ class AccumulationPolicy:
         self.position, self.length, self.normaliser, self.taken = 0, 0, 0.0, 0.0
         self.windows_done += 1
         return factor
+
+    def restart_window(self, step: MicroStep, factor: int) -> None:
+        """Out-of-memory recovery at ``step``: go back to the first micro-batch of its window,
+        counted in micro-batches ``factor`` times smaller (``resize`` sets the new steps). Only a
+        window that began in ``step``'s epoch can be redone (the caller refuses the others)."""
+        if step.is_update:  # next() had already closed the window
+            self.windows_done -= 1
+        self.epoch, self.batch = step.epoch, (step.batch - step.position) * factor
+        self.position, self.length, self.normaliser, self.taken = 0, 0, 0.0, 0.0
+
+    def resize(self, steps: int) -> None:
+        """Windows of ``steps`` micro-batches from now on, cut anew from the sampler's batches."""
+        self.steps = steps
+        self._cache.clear()
 
     # --------------------------------------------------------------- planning
     def updates_in_epoch(self, epoch: int) -> int:

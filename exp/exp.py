@@ -16,13 +16,14 @@ import numpy as np
 import torch
 
 from data_provider.data_factory import DataBundle, ResidentLoader, build_data, make_eval_loader, make_loader
-from exp.accumulation import AccumulationPlan, AccumulationPolicy, plan_accumulation
+from exp.accumulation import AccumulationPlan, AccumulationPolicy, plan_accumulation, shrunk, smaller_micro_batch
 from exp.evaluation import evaluate, write_test_outputs, write_training_curves
 from exp.inference import deployment_record, prediction_table
 from exp.runtime import SingleProcess
-from exp.state import Checkpoints, TrainingState, check_model, check_resumable, layout_of, rank_seed
+from exp.state import Checkpoints, TrainingState, check_model, check_resumable, describe_layout, layout_of, rank_seed
 from exp.trainer import Trainer, TrainingAborted
 from models import InputDims, build_model
+from run import auto_epochs
 from utils.early_stopping import EarlyStopping
 from utils.errors import UserError
 from utils.fdd import fdd_rates, find_normal_class, format_report
@@ -66,6 +67,8 @@ class Exp:
         self.device = rt.device(args.device)
         self.dtype = torch.float64 if args.dtype == "float64" else torch.float32
         self.data = data if data is not None else build_data(args)
+        if args.train_epochs == "auto":  # resolved before anything records the recipe (checkpoints compare it)
+            args.train_epochs = auto_epochs(len(self.data.train))
         dims = InputDims(len(self.data.channels), self.data.seq_len, self.data.num_classes)
         model = build_model(args.model, args, dims).to(device=self.device, dtype=self.dtype)
         self.criterion = build_loss(
@@ -122,6 +125,7 @@ class Exp:
             scheduler=self.scheduler, scheduler_per_update=scheduler_per_update, scaler=self.scaler, amp_dtype=self.amp_dtype,
             policy=self.policy, train_loader=self.train_loader, state=self.state, checkpoints=self.checkpoints,
             validate=lambda: self.vali(self.val_loader), ckpt_dir=None, write_history=self._write_history,
+            shrink=self._shrink_micro_batch,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ setup
@@ -202,6 +206,39 @@ class Exp:
                     else "once per optimizer update (no_sync inside a window)")  # fmt: skip
             lines.append(f"Data-parallel: {rt.world_size} processes, backend {rt.backend}, gradients all-reduced {sync}")
         return "\n".join(lines)
+
+    # ------------------------------------------------------ micro-batch size
+    def _adopt_micro_batch(self, batch_size: int) -> None:
+        """Micro-batches of ``batch_size`` (a divisor of the current one) and as many more steps:
+        the effective batch, every window's samples and so its normaliser stay the same."""
+        self.plan = self.trainer.plan = shrunk(self.plan, batch_size)
+        self.train_loader.sampler.resize(self.plan.global_micro_batch)
+        self.policy.resize(self.plan.steps)
+        self.checkpoints.meta["layout"] = layout_of(self.plan)
+
+    def _shrink_micro_batch(self, step) -> None:
+        """Out of memory in a micro-batch (the trainer has dropped the window's gradients and
+        figures): redo its window from the first micro-batch with smaller micro-batches. The
+        GradScaler has nothing pending: it unscales only at the update, which this never interrupts."""
+        old, rt = self.plan, self.runtime
+        where = f"out of memory in epoch {step.epoch + 1}, micro-batch {step.batch + 1} (--batch_size {old.batch_size})"
+        smaller = smaller_micro_batch(old.batch_size)
+        if rt.distributed:
+            raise UserError(f"{where} on process {rt.rank}: recovery is not agreed between processes yet; start again with a "
+                            f"smaller --batch_size and --target_batch_size {old.effective_batch_size}")  # fmt: skip
+        if smaller is None:
+            raise UserError(f"{where}: a single window does not fit; shorten --step, narrow the model or use a larger device")
+        if step.batch < step.position:
+            raise UserError(f"{where}: its window began in the previous epoch (--cross_epoch_accumulation) and cannot be "
+                            f"redone; resume from last.pt with --batch_size {smaller}")  # fmt: skip
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self._adopt_micro_batch(smaller)
+        self.checkpoints.meta["shrunk_after_out_of_memory"] = True  # a resume with the first flags goes on with this size
+        self.policy.restart_window(step, old.batch_size // smaller)
+        self.state.meter.micro_batches = self.policy.batch  # the epoch's micro-batches before the window, in the new size
+        print(f"warning: {where}: going on with micro-batch {smaller} x {self.plan.steps} steps, effective batch "
+              f"{self.plan.effective_batch_size} kept; the window is redone from its first micro-batch", flush=True)  # fmt: skip
 
     # ---------------------------------------------------------------- train
     def train(self, setting: str) -> dict:
@@ -367,17 +404,34 @@ class Exp:
                 return None
             raise UserError(f"--resume: checkpoint {path} does not exist")
         state = self.load(path)
+        self._keep_shrunk_micro_batch(state, path)
         check_resumable(state, path, a, self.plan, self.data_fingerprint(), self.state.keys())
         try:
             own = self.state.load_state_dict(state, rt.rank, rt.world_size, self.loader_generator)
         except ValueError as exc:
             raise UserError(f"--resume: {path}: {exc} (--gradient_accumulation_steps / --cross_epoch_accumulation)") from None
+        if self.trainer.noise is not None and self.policy.pending:
+            self.trainer.noise.resumed_inside = True
         if not own:
             print(f"Resuming on {rt.world_size} process(es) a checkpoint of {len(state['processes'])}: steps recomputed, "
                   f"effective batch {self.plan.effective_batch_size} kept", flush=True)  # fmt: skip
             if rt.rank:
                 torch.manual_seed(rank_seed(a.seed, rt.rank, self.state.epoch))
         return path
+
+    def _keep_shrunk_micro_batch(self, state: dict, path: Path) -> None:
+        """A run that went on with smaller micro-batches after running out of memory resumes
+        with them (same effective batch), not with the size that did not fit."""
+        saved, plan = state.get("layout"), self.plan
+        if not state.get("shrunk_after_out_of_memory") or saved is None:
+            return
+        if (saved["world_size"], saved["effective_batch_size"]) == (plan.world_size, plan.effective_batch_size) and (
+            saved["batch_size"] < plan.batch_size and plan.batch_size % saved["batch_size"] == 0
+        ):
+            self._adopt_micro_batch(saved["batch_size"])
+            self.checkpoints.meta["shrunk_after_out_of_memory"] = True
+            print(f"note: {path} went on with smaller micro-batches after running out of memory: {describe_layout(saved)}",
+                  flush=True)  # fmt: skip
 
     def _restore_training_summary(self, best: dict, last_path: Path) -> None:
         """Epochs, updates and time come from last.pt (the whole run); the best epoch from best.pt."""

@@ -18,6 +18,7 @@ import time
 import torch
 
 from exp.accumulation import MicroStep
+from exp.grad_noise import GradNoiseScale
 from exp.state import OpenWindow, accuracy, mean_loss
 from utils.progress import EpochProgress
 from utils.signals import Interrupted, StopRequest
@@ -29,9 +30,22 @@ class TrainingAborted(Exception):
     exit_code = 3
 
 
+class MicroBatchOutOfMemory(Exception):
+    """A micro-batch's forward or backward ran out of memory; ``step`` is where."""
+
+    def __init__(self, step: MicroStep, error: BaseException):
+        super().__init__(str(error))
+        self.step, self.error = step, error
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA/MPS raise OutOfMemoryError; the CPU allocator a RuntimeError that says so."""
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or (type(exc) is RuntimeError and "can't allocate memory" in str(exc))
+
+
 class Trainer:
     def __init__(self, *, args, plan, runtime, model, criterion, optimizer, scheduler, scheduler_per_update, scaler, amp_dtype,
-                 policy, train_loader, state, checkpoints, validate, ckpt_dir, write_history):  # fmt: skip
+                 policy, train_loader, state, checkpoints, validate, ckpt_dir, write_history, shrink=None):  # fmt: skip
         self.args, self.plan, self.runtime = args, plan, runtime
         self.model = model  # DDP-wrapped with several processes
         self.criterion, self.optimizer, self.scaler, self.amp_dtype = criterion, optimizer, scaler, amp_dtype
@@ -39,6 +53,9 @@ class Trainer:
         self.policy, self.train_loader, self.state, self.checkpoints = policy, train_loader, state, checkpoints
         self.validate = validate  # () -> validation report, the same on every process
         self.ckpt_dir, self.write_history = ckpt_dir, write_history
+        # (the MicroStep that ran out of memory) -> None: smaller micro-batches, the same windows; raises when it cannot
+        self.shrink = shrink
+        self.noise = GradNoiseScale() if args.log_grad_noise else None  # --log_grad_noise
         self.device = state.device
         self.stop = StopRequest()
         self.save_due = False
@@ -62,6 +79,8 @@ class Trainer:
             while not self.state.finished:
                 self.run_epoch()
         self.state.train_seconds = self._elapsed()
+        if self.noise is not None:
+            print(self.noise.recommendation(self.plan.batch_size), flush=True)
 
     def run_epoch(self) -> None:
         a, s, epoch = self.args, self.state, self.state.epoch
@@ -88,11 +107,14 @@ class Trainer:
             "updates": s.meter.updates,
             "total_updates": s.updates,
             "micro_batches": s.meter.micro_batches,
+            "batch_size": self.plan.batch_size,
             "effective_batch_size": self.plan.effective_batch_size,
             "accumulation_steps": self.plan.steps,
             "processes": self.plan.world_size,
             "seconds": self._epoch_seconds(),
         }
+        if self.noise is not None:
+            row["grad_noise_scale"] = self.noise.b_simple
         s.history.append(row)
         s.new_epoch(epoch + 1)
         self._epoch_clock = None
@@ -109,7 +131,29 @@ class Trainer:
             raise Interrupted(signum, str(self.ckpt_dir / "last.pt"))
 
     def train_epoch(self, epoch: int) -> None:
-        """Train the micro-batches of ``epoch`` not done yet (all of them unless resuming)."""
+        """Train the micro-batches of ``epoch`` not done yet (all of them unless resuming). Out of
+        memory in a micro-batch: the window is redone from its start with smaller micro-batches."""
+        while True:
+            try:
+                return self._train_epoch(epoch)
+            except MicroBatchOutOfMemory as oom:
+                if self.shrink is None:
+                    raise oom.error from None
+                failed = oom.step  # out of the except block first: its traceback holds the failed step's tensors
+            self._forget_window(failed)
+            self.shrink(failed)
+
+    def _forget_window(self, step: MicroStep) -> None:
+        """Drop what the open window left (its gradients may be partial: the backward stopped
+        midway) so that it can run again from its first micro-batch."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.window = OpenWindow()
+        self.state.window_bad = None
+        if self.noise is not None:
+            self.noise.forget_window()
+        self.state.meter.seconds = self._epoch_seconds()
+
+    def _train_epoch(self, epoch: int) -> None:
         a, s = self.args, self.state
         if epoch != s.epoch:  # a new epoch (run_epoch moves on itself; direct callers may not)
             s.new_epoch(epoch)
@@ -125,19 +169,20 @@ class Trainer:
         self._epoch_clock = time.time() - s.meter.seconds
         desc = f"Epoch {epoch + 1}/{a.train_epochs} [GA:{self.plan.steps}]"
         progress = EpochProgress(batches, desc, a.progress, initial=done)
-        for batch in self.train_loader:
-            step = self.policy.next()
-            self._micro_step(batch.to(self.device, non_blocking=True), step)
-            s.meter.micro_batches += 1
-            progress.update(lambda step=step: self._postfix(step))
-            signum = self._agreed_stop()
-            if self.save_due or signum:
-                self.save_due = False
-                self._save_last()
-                if signum:
-                    progress.close()
-                    raise Interrupted(signum, str(self.ckpt_dir / "last.pt"))
-        progress.close()
+        try:
+            for batch in self.train_loader:
+                step = self.policy.next()
+                self._micro_step(batch.to(self.device, non_blocking=True), step)
+                s.meter.micro_batches += 1
+                progress.update(lambda step=step: self._postfix(step))
+                signum = self._agreed_stop()
+                if self.save_due or signum:
+                    self.save_due = False
+                    self._save_last()
+                    if signum:
+                        raise Interrupted(signum, str(self.ckpt_dir / "last.pt"))
+        finally:
+            progress.close()
         if self.policy.pending:  # a window open across the epoch end: this epoch's part counts in this epoch
             self._settle_window()
         if self.policy.pending and not a.cross_epoch_accumulation:
@@ -147,6 +192,22 @@ class Trainer:
         s = self.state
         # Every backward but the window's last stays local: one gradient all-reduce per update.
         sync = step.is_update or self.runtime.sync_every_micro_batch
+        try:
+            self._forward_backward(batch, step, sync)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise MicroBatchOutOfMemory(step, exc) from exc
+            raise
+        if step.is_update:
+            self.last_window = step.window_length
+            self._settle_window()
+            if s.window_bad is None:
+                self._update()
+            else:
+                self._discard_window()
+
+    def _forward_backward(self, batch, step: MicroStep, sync: bool) -> None:
+        s = self.state
         with self.runtime.sync_context(self.model, sync):
             with self.autocast():
                 logits = self.model(*batch.inputs())
@@ -158,6 +219,9 @@ class Trainer:
             # window (and over processes: DDP averages, hence x world size) this is exactly the
             # large-batch mean.
             self.scaler.scale(total * (share * self.plan.world_size / step.normaliser)).backward()
+            if self.noise is not None:  # this micro-batch's own mean gradient: what the backward added, rescaled
+                own = self.policy.weights(step.epoch)[step.batch]
+                self.noise.after_backward(self._params_with_grads(), step.normaliser / own / self.scaler.get_scale(), batch.num_samples)
             # Whether the loss was finite is learnt at the update, once per window (no host sync per micro-batch):
             # a bad window is discarded whole, and the rest of it still runs, into gradients that are dropped,
             # so a bad window changes nothing else, not even the random stream of dropout.
@@ -165,13 +229,6 @@ class Trainer:
                 correct = (logits.detach().argmax(-1) == batch.labels).sum()
                 weight = None if weights is None else weights.detach().sum()
                 self.window.add(total.detach(), correct, weight, self._stream_position(step), batch.num_samples)
-        if step.is_update:
-            self.last_window = step.window_length
-            self._settle_window()
-            if s.window_bad is None:
-                self._update()
-            else:
-                self._discard_window()
 
     def _stream_position(self, step: MicroStep) -> int:
         return step.epoch * self.train_loader.sampler.batches_per_epoch + step.batch
@@ -190,8 +247,10 @@ class Trainer:
         (all-reduced), so every decision below is too. Weights never see a non-finite gradient."""
         s = self.state
         self.scaler.unscale_(self.optimizer)
-        params = [p for p in self.model.parameters() if p.grad is not None]
+        params = self._params_with_grads()
         grads = [p.grad for p in params]
+        if self.noise is not None and correction == 1.0:
+            self.noise.at_update(params)
         if correction != 1.0:
             torch._foreach_mul_(grads, correction)
         norm = torch.nn.utils.get_total_norm(grads)
@@ -216,9 +275,14 @@ class Trainer:
         if self.args.save_every_updates and s.updates % self.args.save_every_updates == 0:
             self.save_due = True
 
+    def _params_with_grads(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.grad is not None]
+
     def _discard_window(self) -> None:
         s = self.state
         self.optimizer.zero_grad(set_to_none=True)
+        if self.noise is not None:
+            self.noise.forget_window()
         reason, s.window_bad = s.window_bad, None
         s.bad_windows += 1
         s.consecutive_bad_windows += 1
@@ -276,5 +340,6 @@ class Trainer:
             f"Epoch {row['epoch']}/{self.args.train_epochs} | train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}"
             f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%} macro-F1 {row['val_macro_f1']:.4f}"
             f" | lr {row['lr']:.2e} | updates {row['updates']} (total {row['total_updates']})"
-            f" | {row['seconds']:.1f}s{' *best' if improved else ''}"
+            + (f" | B_simple {row['grad_noise_scale']:.0f}" if row.get("grad_noise_scale") is not None else "")
+            + f" | {row['seconds']:.1f}s{' *best' if improved else ''}"
         )
