@@ -411,7 +411,7 @@ class Exp:
         except ValueError as exc:
             raise UserError(f"--resume: {path}: {exc} (--gradient_accumulation_steps / --cross_epoch_accumulation)") from None
         if self.trainer.noise is not None and self.policy.pending:
-            self.trainer.noise.resumed_inside = True
+            self.trainer.noise.skip_window = True
         if not own:
             print(f"Resuming on {rt.world_size} process(es) a checkpoint of {len(state['processes'])}: steps recomputed, "
                   f"effective batch {self.plan.effective_batch_size} kept", flush=True)  # fmt: skip

@@ -17,7 +17,10 @@ is taken, as the paper advises, since each is noisy on its own.
 
 from __future__ import annotations
 
+import math
+
 import torch
+from torch.nn.utils import get_total_norm
 
 SMOOTHING = 0.9  # exponential moving average over optimizer updates
 
@@ -34,19 +37,19 @@ class GradNoiseScale:
     once at the update) and keeps smoothed |G|^2 and tr(S)."""
 
     def __init__(self):
-        self.previous: list[torch.Tensor] | None = None  # .grad after the last backward
+        self.previous: list[torch.Tensor] | None = None  # .grad after the last backward (zeros at a window's start)
         self.small_sq: list[torch.Tensor] = []  # per micro-batch: |its mean gradient|^2
         self.small_sizes: list[int] = []
         self.true_sq = self.trace = None  # smoothed
         self.windows = 0
-        self.resumed_inside = False  # resumed inside a window (its earlier micro-batches unseen): leave it out
+        self.skip_window = False  # e.g. resumed inside a window (its earlier micro-batches unseen): leave it out
 
     def recommendation(self, micro_batch: int) -> str:
         """The closing line of a run with --log_grad_noise."""
         if self.b_simple is None:
             return "Gradient noise scale: no estimate (no window of two or more micro-batches with a positive |G|^2)"
         target = max(micro_batch, round(self.b_simple))
-        steps = -(-target // micro_batch)
+        steps = math.ceil(target / micro_batch)
         return (f"Gradient noise scale B_simple ~ {self.b_simple:.0f} (smoothed over {self.windows} windows): an effective "
                 f"batch of about {target} uses the data best; with micro-batch {micro_batch} that is "
                 f"--gradient_accumulation_steps {steps} (or --target_batch_size {target})")  # fmt: skip
@@ -54,36 +57,40 @@ class GradNoiseScale:
     def after_backward(self, params: list[torch.Tensor], scale: float, samples: int) -> None:
         """``scale`` turns what this backward added into the micro-batch's mean gradient (the
         window's normaliser over the micro-batch's own total, over the loss scale)."""
-        grads = [p.grad for p in params]
-        if self.previous is not None and len(self.previous) != len(grads):  # a parameter got its first gradient midway
-            self.resumed_inside = True  # the split is unknown: leave this window out
-            self.previous = None
-        added = grads if self.previous is None else torch._foreach_sub(grads, self.previous)
-        self.small_sq.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in added])) ** 2 * scale**2)
+        grads = [p.grad.detach() for p in params]
+        if self.previous is None or len(self.previous) != len(grads):
+            if self.small_sq:  # a parameter got its first gradient midway: the split is unknown
+                self.skip_window = True
+            self.previous = [torch.zeros_like(g) for g in grads]  # the one copy, kept from window to window
+        torch._foreach_sub_(self.previous, grads)  # minus what this backward added
+        self.small_sq.append(get_total_norm(self.previous) ** 2 * scale**2)
+        torch._foreach_copy_(self.previous, grads)
         self.small_sizes.append(samples)
-        self.previous = [g.detach().clone() for g in grads]
 
     def at_update(self, params: list[torch.Tensor]) -> None:
-        """Once the window's gradients are unscaled: their sum is the window's mean gradient."""
-        if len(self.small_sq) < 2 or self.resumed_inside:  # one micro-batch says nothing; a resumed window lacks its first
-            self.forget_window()
-            return
-        big_sq = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])) ** 2)
-        small_sq = torch.stack(self.small_sq).tolist()  # one read per window
-        small, window_samples = sum(self.small_sizes) / len(self.small_sizes), sum(self.small_sizes)
+        """Once the window's gradients are unscaled: their sum is the window's mean gradient.
+        A window of one micro-batch says nothing; one with an inf/nan gradient (AMP) is left out."""
+        figures = None
+        if len(self.small_sq) >= 2 and not self.skip_window:
+            small_sq = torch.stack(self.small_sq).tolist()  # one read per window
+            big_sq = float(get_total_norm([p.grad for p in params]) ** 2)
+            if all(map(math.isfinite, [*small_sq, big_sq])):
+                mean_size = sum(self.small_sizes) / len(self.small_sizes)
+                figures = noise_scale_estimates(sum(small_sq) / len(small_sq), big_sq, mean_size, sum(self.small_sizes))
         self.forget_window()
-        if window_samples <= small:
-            return  # a window of one micro-batch says nothing about the noise
-        true_sq, trace = noise_scale_estimates(sum(small_sq) / len(small_sq), big_sq, small, window_samples)
+        if figures is None:
+            return
         if self.true_sq is None:
-            self.true_sq, self.trace = true_sq, trace
+            self.true_sq, self.trace = figures
         else:
-            self.true_sq = SMOOTHING * self.true_sq + (1 - SMOOTHING) * true_sq
-            self.trace = SMOOTHING * self.trace + (1 - SMOOTHING) * trace
+            self.true_sq = SMOOTHING * self.true_sq + (1 - SMOOTHING) * figures[0]
+            self.trace = SMOOTHING * self.trace + (1 - SMOOTHING) * figures[1]
         self.windows += 1
 
     def forget_window(self) -> None:
-        self.previous, self.small_sq, self.small_sizes, self.resumed_inside = None, [], [], False
+        if self.previous is not None:
+            torch._foreach_zero_(self.previous)
+        self.small_sq, self.small_sizes, self.skip_window = [], [], False
 
     @property
     def b_simple(self) -> float | None:

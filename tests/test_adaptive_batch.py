@@ -176,3 +176,23 @@ def test_log_grad_noise_without_accumulation_is_refused_in_one_line():
     result = run_cli("--log_grad_noise", "--batch_size", "8")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "--log_grad_noise" in result.stderr and "needs >= 2 accumulation steps" in result.stderr
+
+
+def test_a_window_with_an_infinite_gradient_leaves_the_noise_estimate_alone():
+    from exp.grad_noise import GradNoiseScale
+
+    w = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    noise = GradNoiseScale()
+    for grads in ([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]], [[0.5, 0.0, 0.0], [float("inf"), 0.0, 0.0]]):
+        for g in grads:  # the window's sum accumulates in .grad as the trainer's backward does
+            w.grad = torch.tensor(g, dtype=torch.float64) + (0 if w.grad is None else w.grad)
+            noise.after_backward([w], 2.0, 1)
+        noise.at_update([w])
+        w.grad = None
+        if noise.windows == 1:
+            first = (noise.true_sq, noise.trace)
+    assert noise.windows == 1 and (noise.true_sq, noise.trace) == first
+    # The first window by hand: each backward adds its sample's gradient over the window's 2 samples;
+    # x2 gives the micro-batch means e1 and e2 (|.|^2 = 1), the window mean is (e1 + e2) / 2
+    # (|.|^2 = 0.5), B_s = 1, B_b = 2: |G|^2 = (2 x 0.5 - 1 x 1) / 1 = 0, tr(S) = (1 - 0.5) / (1 - 1/2) = 1.
+    assert first == pytest.approx(((2 * 0.5 - 1 * 1.0) / 1, (1.0 - 0.5) / (1 - 0.5)))
