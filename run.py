@@ -92,6 +92,10 @@ def epochs_or_auto(text: str) -> int | str:
     return text if text == "auto" else positive_int(100_000)(text)
 
 
+def size_or_auto(text: str) -> int | str:
+    return text if text == "auto" else positive_int(1_000_000)(text)
+
+
 def device_name(text: str) -> str:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", text):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
@@ -391,9 +395,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch_size",
         role=LAYOUT,
         name=NamePart(6, "bs{}"),
-        type=positive_int(1_000_000),
+        type=size_or_auto,
         default=32,
-        help="micro-batch size (samples per forward pass)",
+        help="micro-batch size (samples per forward pass); auto (with --target_batch_size): the largest that fits the memory "
+        "budget (CUDA: measured by a short probe; CPU: estimated), steps chosen to keep the target",
+    )
+    add(
+        g,
+        "--max_memory_fraction",
+        role=RUN,
+        type=_number(float, 0.0, 1.0, low_open=True, name="a number"),
+        default=0.9,
+        help="--batch_size auto: share of the GPU's memory (CPU: of the memory available now) that training may use",
+    )
+    add(
+        g,
+        "--max_memory_mb",
+        role=RUN,
+        type=positive_int(10**9),
+        default=None,
+        help="--batch_size auto: memory budget in MiB instead of --max_memory_fraction (on CUDA it skips the probe and uses the estimate)",
     )
     add(
         g, "--learning_rate", role=RECIPE, name=NamePart(8, "lr{:g}"), type=positive_float(10.0), default=2e-3, help="initial learning rate"
@@ -690,6 +711,9 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
     if args.target_batch_size is not None and (args.gradient_accumulation_steps is not None or args.enable_auto_gradient_accumulation):
         other = "--enable_auto_gradient_accumulation" if args.enable_auto_gradient_accumulation else "--gradient_accumulation_steps"
         parser.error(f"argument --target_batch_size: sets the steps itself; drop it or {other}")
+    for flag in ("max_memory_fraction", "max_memory_mb"):
+        if flag in tsl.typed_flags(argv) and args.batch_size != "auto":
+            parser.error(f"argument --{flag}: sets the memory budget of --batch_size auto, and this run has --batch_size {args.batch_size}")
     if args.predict and (args.checkpoint is None or args.data_path is None):
         parser.error("argument --predict: needs --checkpoint PATH (a best.pt) and --data_path NEW.csv")
     if args.predict:
@@ -728,7 +752,7 @@ def accumulation_plan(parser: argparse.ArgumentParser, args: argparse.Namespace)
         )  # fmt: skip
     except UserError as exc:
         parser.error(f"argument {exc}")
-    if args.log_grad_noise and args.is_training and (plan.steps < 2 or plan.world_size > 1):
+    if args.log_grad_noise and args.is_training and plan.sizing != "auto" and (plan.steps < 2 or plan.world_size > 1):
         parser.error(f"argument --log_grad_noise: compares the micro-batches of a window, so it needs >= 2 accumulation steps "
                      f"on one process (this run: {plan.steps} step(s), {plan.world_size} process(es))")  # fmt: skip
     return plan
@@ -809,6 +833,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from exp.exp import TrainingAborted
     from exp.runtime import PeerFailure, is_peer_failure, start_runtime
+    from exp.trainer import is_out_of_memory
     from utils.errors import OutputError, UserError
     from utils.signals import Interrupted
 
@@ -832,19 +857,15 @@ def main(argv: list[str] | None = None) -> int:
         wait_s = 0.0 if isinstance(exc, PeerFailure) else args.dist_timeout  # the others agreed: they stop too
         return exc.exit_code
     except (MemoryError, torch.OutOfMemoryError) as exc:
-        smaller = max(1, args.batch_size // 2)
-        keep = (f"--batch_size {smaller} (--target_batch_size {plan.target} recomputes the steps)" if plan.target is not None
-                else f"--batch_size {smaller} --gradient_accumulation_steps {2 * plan.steps}")  # fmt: skip
-        print(
-            f"run.py: error: out of memory ({type(exc).__name__}) with micro-batches of --batch_size {args.batch_size}; "
-            f"lower --batch_size and raise the accumulation steps to keep the effective batch (e.g. {keep})",
-            file=sys.stderr,
-        )
+        print(out_of_memory_error(args, plan, exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the last complete checkpoint stays
         print("run.py: interrupted", file=sys.stderr)
         return 130
     except RuntimeError as exc:
+        if is_out_of_memory(exc):  # the CPU allocator's RuntimeError
+            print(out_of_memory_error(args, plan, exc), file=sys.stderr)
+            return 2
         if runtime is None or not runtime.distributed or not is_peer_failure(exc):
             raise
         failure = PeerFailure(exc, args.dist_timeout)
@@ -855,11 +876,23 @@ def main(argv: list[str] | None = None) -> int:
             runtime.close(wait_s)
 
 
+def out_of_memory_error(args: argparse.Namespace, plan, exc: BaseException) -> str:
+    """Out of memory outside a training micro-batch (those shrink and go on): what to change."""
+    what = f"run.py: error: out of memory ({type(exc).__name__}) with micro-batches of --batch_size {args.batch_size}"
+    if args.batch_size == "auto":
+        return f"{what}; lower --max_memory_fraction or give a smaller --max_memory_mb"
+    smaller = max(1, args.batch_size // 2)
+    keep = (f"--batch_size {smaller} (--target_batch_size {plan.target} recomputes the steps)" if plan.target is not None
+            else f"--batch_size {smaller} --gradient_accumulation_steps {2 * plan.steps}")  # fmt: skip
+    return f"{what}; lower --batch_size and raise the accumulation steps to keep the effective batch (e.g. {keep})"
+
+
 def _run(args: argparse.Namespace, plan, runtime) -> int:
     from data_provider.data_factory import build_data
     from data_provider.sources import export_simulated_csv
     from exp.exp import Exp
     from exp.export import check_available as check_export
+    from exp.micro_batch import kept_on_resume
     from utils import tracking, tsl
     from utils.fdd import find_normal_class
     from utils.outputs import write_json
@@ -892,7 +925,7 @@ def _run(args: argparse.Namespace, plan, runtime) -> int:
     for run_args, setting in zip(repeats, settings):
         print(f">>> {'training' if args.is_training else 'testing'} {setting}", flush=True)
         seed_everything(run_args.seed)
-        exp = Exp(run_args, data, plan, runtime)
+        exp = Exp(run_args, data, kept_on_resume(run_args, setting, plan, runtime), runtime)
         if args.is_training:
             exp.train(setting)
         results.append(exp.test(setting))

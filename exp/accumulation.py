@@ -49,6 +49,7 @@ class AccumulationPlan:
     world_size: int
     mode: str  # manual, auto or target
     target: int | None = None  # --target_batch_size
+    sizing: str = "--batch_size"  # how the micro-batch was chosen; "auto" until --batch_size auto has chosen it
 
     @property
     def global_micro_batch(self) -> int:
@@ -70,11 +71,19 @@ class AccumulationPlan:
         )
 
 
-def plan_accumulation(batch_size: int, steps: int | None, auto: bool, target: int | None, world_size: int = 1) -> AccumulationPlan:
+def plan_accumulation(
+    batch_size: int | str, steps: int | None, auto: bool, target: int | None, world_size: int = 1, sizing: str = "--batch_size"
+) -> AccumulationPlan:
     """The one place where the accumulation steps are decided (run.py refuses conflicting flags).
 
     ``--target_batch_size N``: steps = ceil(N / (batch_size x processes)), so the same target
-    gives the same effective batch on 1, 2 or 4 processes wherever N allows it."""
+    gives the same effective batch on 1, 2 or 4 processes wherever N allows it. ``--batch_size
+    auto`` gives a provisional plan (micro-batch: this process's whole share of the target) that
+    the runner replaces once it has measured what fits (``exp/micro_batch.py``)."""
+    if batch_size == "auto":
+        if target is None:
+            raise UserError("--batch_size auto: needs --target_batch_size N, the effective batch that the chosen micro-batch keeps")
+        return plan_accumulation(max(1, target // world_size), None, False, target, world_size, sizing="auto")
     if target is not None:
         per_step = batch_size * world_size
         if target < per_step:
@@ -82,7 +91,7 @@ def plan_accumulation(batch_size: int, steps: int | None, auto: bool, target: in
                 f"--target_batch_size {target} is smaller than one micro-batch per process (--batch_size {batch_size} x "
                 f"{world_size} process(es) = {per_step}); lower --batch_size or raise the target"
             )
-        return AccumulationPlan(batch_size, math.ceil(target / per_step), world_size, "target", target)
+        return AccumulationPlan(batch_size, math.ceil(target / per_step), world_size, "target", target, sizing)
     if auto and steps is None:
         return AccumulationPlan(batch_size, auto_steps(batch_size), world_size, "auto")
     return AccumulationPlan(batch_size, steps or 1, world_size, "manual")

@@ -19,9 +19,10 @@ from data_provider.data_factory import DataBundle, ResidentLoader, build_data, m
 from exp.accumulation import AccumulationPlan, AccumulationPolicy, plan_accumulation, shrunk, smaller_micro_batch
 from exp.evaluation import evaluate, write_test_outputs, write_training_curves
 from exp.inference import deployment_record, prediction_table
+from exp.micro_batch import MicroBatchSizer, for_target
 from exp.runtime import SingleProcess
 from exp.state import Checkpoints, TrainingState, check_model, check_resumable, describe_layout, layout_of, rank_seed
-from exp.trainer import Trainer, TrainingAborted
+from exp.trainer import Trainer, TrainingAborted, autocast
 from models import InputDims, build_model
 from run import auto_epochs
 from utils.early_stopping import EarlyStopping
@@ -71,6 +72,9 @@ class Exp:
             args.train_epochs = auto_epochs(len(self.data.train))
         dims = InputDims(len(self.data.channels), self.data.seq_len, self.data.num_classes)
         model = build_model(args.model, args, dims).to(device=self.device, dtype=self.dtype)
+        self.amp_dtype = self._amp_dtype()
+        if self.plan.sizing == "auto" and args.is_training:  # --batch_size auto (testing reads the checkpoint's layout)
+            self.plan = self._size_micro_batch(model)
         self.criterion = build_loss(
             args.loss_preset, self.data.num_classes, self.data.train.labels, args.class_weights,
             [fault_family(name) for name in self.data.class_names],
@@ -97,7 +101,7 @@ class Exp:
 
         self._bare_model = model
         self.model = compiled(
-            rt.wrap(model, probe=self._leaves_parameters_unused),
+            rt.wrap(model),
             args.compile,
             self.device,
             accumulates=self.plan.steps > 1 or args.cross_epoch_accumulation,
@@ -106,7 +110,6 @@ class Exp:
             torch.manual_seed(rank_seed(args.seed, rt.rank, 0))
         self.optimizer = self._build_optimizer()
         self.scheduler, scheduler_per_update = build_scheduler(args, self.optimizer, self.policy.planned_updates())
-        self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.early_stopping = EarlyStopping(args.patience)
         self.state = TrainingState(
@@ -149,22 +152,32 @@ class Exp:
             return torch.bfloat16
         return torch.float16
 
-    def _leaves_parameters_unused(self, model: torch.nn.Module) -> bool:
-        """One forward/backward on two training windows, leaving no trace (RNG, buffers such as
-        BatchNorm statistics, and gradients restored): does some parameter get no gradient?
-        Then DDP must look for unused parameters."""
-        batch = self.data.train[np.arange(min(2, len(self.data.train)))].to(self.device)
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        buffers = {name: b.clone() for name, b in model.named_buffers()}
-        with torch.random.fork_rng(devices=devices):
-            model.train()
-            model(*batch.inputs()).float().sum().backward()
-        unused = any(p.grad is None for p in model.parameters() if p.requires_grad)
-        model.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
-        return unused
+    def _size_micro_batch(self, model: torch.nn.Module) -> AccumulationPlan:
+        """--batch_size auto: each process measures what fits its device; all take the smallest."""
+        plan, rt = self.plan, self.runtime
+        try:
+            size, how = MicroBatchSizer(model, self.data.train, self.device, self._autocast, self.args, plan.batch_size).choose()
+        except UserError as exc:
+            size, how = 0, str(exc)
+        sizes = rt.gather((size, how))
+        failed = next((rank for rank, (n, _) in enumerate(sizes) if n == 0), None)
+        if failed is not None:
+            raise UserError(sizes[failed][1] + (f" (process {failed})" if rt.distributed else ""))
+        smallest = min(range(len(sizes)), key=lambda rank: sizes[rank][0])
+        fits, how = sizes[smallest]
+        if rt.distributed:
+            how += f" (process {smallest}, the tightest of {rt.world_size})"
+        size = for_target(fits, plan.target // plan.world_size if plan.target % plan.world_size == 0 else None)
+        if size != fits:
+            how += f"; {fits} would fit, {size} divides the target"
+        sized = plan_accumulation(size, None, False, plan.target, plan.world_size, sizing=f"--batch_size auto, {how}")
+        if self.args.log_grad_noise and sized.steps < 2:
+            raise UserError(f"--log_grad_noise: --batch_size auto chose micro-batch {size}, the whole --target_batch_size "
+                            f"{plan.target} in one step; it needs >= 2 accumulation steps, so give --batch_size yourself")  # fmt: skip
+        return sized
+
+    def _autocast(self):
+        return autocast(self.device, self.amp_dtype)
 
     def _check_processes_agree(self) -> None:
         """Every process must train the same recipe on the same windows (each parses its own
@@ -201,10 +214,11 @@ class Exp:
             f"clip {a.max_grad_norm if a.max_grad_norm > 0 else 'off'}, early stopping patience {a.patience}",
             f"Accumulation ({self.plan.mode}): {self.policy.describe(self.plan.batch_size, self.plan.world_size)}",
         ]
+        if self.plan.sizing != "--batch_size":
+            lines.append(f"Micro-batch {self.plan.batch_size} chosen by {self.plan.sizing}")
         if rt.distributed:
-            sync = ("every micro-batch (the model leaves parameters unused, so DDP looks for them)" if rt.sync_every_micro_batch
-                    else "once per optimizer update (no_sync inside a window)")  # fmt: skip
-            lines.append(f"Data-parallel: {rt.world_size} processes, backend {rt.backend}, gradients all-reduced {sync}")
+            lines.append(f"Data-parallel: {rt.world_size} processes, backend {rt.backend}, gradients all-reduced once per "
+                         "optimizer update (no_sync inside a window)")  # fmt: skip
         return "\n".join(lines)
 
     # ------------------------------------------------------ micro-batch size
@@ -216,16 +230,15 @@ class Exp:
         self.policy.resize(self.plan.steps)
         self.checkpoints.meta["layout"] = layout_of(self.plan)
 
-    def _shrink_micro_batch(self, step) -> None:
-        """Out of memory in a micro-batch (the trainer has dropped the window's gradients and
-        figures): redo its window from the first micro-batch with smaller micro-batches. The
-        GradScaler has nothing pending: it unscales only at the update, which this never interrupts."""
+    def _shrink_micro_batch(self, step, rank: int) -> None:
+        """Out of memory in a micro-batch on process ``rank`` (the trainer has dropped the window's
+        gradients and figures; every process is here at the same micro-batch): redo its window
+        from the first micro-batch with smaller micro-batches, the same size on every process.
+        The GradScaler has nothing pending: it unscales only at the update, which this never interrupts."""
         old, rt = self.plan, self.runtime
-        where = f"out of memory in epoch {step.epoch + 1}, micro-batch {step.batch + 1} (--batch_size {old.batch_size})"
+        on = f" on process {rank}" if rt.distributed else ""
+        where = f"out of memory{on} in epoch {step.epoch + 1}, micro-batch {step.batch + 1} (--batch_size {old.batch_size})"
         smaller = smaller_micro_batch(old.batch_size)
-        if rt.distributed:
-            raise UserError(f"{where} on process {rt.rank}: recovery is not agreed between processes yet; start again with a "
-                            f"smaller --batch_size and --target_batch_size {old.effective_batch_size}")  # fmt: skip
         if smaller is None:
             raise UserError(f"{where}: a single window does not fit; shorten --step, narrow the model or use a larger device")
         if step.batch < step.position:
@@ -324,6 +337,7 @@ class Exp:
             "processes": layout["world_size"],
             "effective_batch_size": layout["effective_batch_size"],
             "target_batch_size": self.plan.target,
+            "micro_batch_sizing": self.plan.sizing,
             "cross_epoch_accumulation": a.cross_epoch_accumulation,
             "optimizer_updates": s.updates,
             "skipped_updates": s.skipped_updates,

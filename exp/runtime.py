@@ -1,10 +1,19 @@
 """The processes a run is made of: one (``python run.py``) or several (``torchrun ... run.py``).
 
 The training loop talks to one small object: its rank, whether it is the one process that
-writes files and prints, the context that keeps a backward pass local (``no_sync``), and a few
-collectives (agree on flags, gather, broadcast, sum). ``SingleProcess`` does nothing at all:
-a plain run creates no process group. ``Distributed`` uses ``torch.distributed`` and
-``DistributedDataParallel`` as they are; every collective runs under ``--dist_timeout``.
+writes files and prints, the context that keeps a backward pass local (``no_sync``), the
+gradient all-reduce of a finished window, and a few collectives (agree on flags, gather,
+broadcast, sum). ``SingleProcess`` does nothing at all: a plain run creates no process group.
+``Distributed`` uses ``torch.distributed`` and ``DistributedDataParallel``; every collective
+runs under ``--dist_timeout``.
+
+Every backward runs under ``no_sync``, and a window's gradients are all-reduced in one flat
+collective once every process has said that its micro-batch finished. DDP's own all-reduce
+inside the backward would overlap communication with the backward, but a process that ran out
+of memory halfway through a synchronising backward leaves the others waiting in it: with the
+all-reduce outside, every process learns of the out-of-memory first and all of them go on with
+smaller micro-batches (``exp/trainer.py``). A parameter that no process used keeps no
+gradient, as on one process, so no model needs ``find_unused_parameters``.
 """
 
 from __future__ import annotations
@@ -116,7 +125,6 @@ class SingleProcess:
     """One process: every method is the identity or does nothing."""
 
     rank, world_size, local_rank, distributed = 0, 1, 0, False
-    sync_every_micro_batch = False  # only DDP with unused parameters needs it
 
     @property
     def is_writer(self) -> bool:
@@ -126,11 +134,11 @@ class SingleProcess:
     def device(self, requested: str) -> torch.device:
         return resolve_device(requested)
 
-    def wrap(self, model: torch.nn.Module, probe=None) -> torch.nn.Module:
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
 
-    def sync_context(self, model, sync: bool):
-        """Inside: forward and backward stay local (no gradient all-reduce) unless ``sync``."""
+    def local_backward(self, model):
+        """Inside: forward and backward stay local; ``average_gradients`` all-reduces them."""
         return contextlib.nullcontext()
 
     def agree(self, *values: int) -> tuple[int, ...]:
@@ -170,7 +178,7 @@ class SingleProcess:
             raise OutputError(path, OSError(errno.EIO, "the writing process (rank 0) could not write it"))
 
     def average_gradients(self, params) -> None:
-        """All-reduce gradients outside DDP's backward (a window cut short before its sync step)."""
+        """Every process's gradients averaged, once per window (after its last backward)."""
 
     def close(self, wait_s: float = 0.0) -> None:
         pass
@@ -217,20 +225,17 @@ class Distributed(SingleProcess):
     def device(self, requested: str) -> torch.device:
         return self._device
 
-    def wrap(self, model, probe=None):
-        """DDP around the model. ``probe()`` runs one forward/backward on the bare model: a
-        parameter left without a gradient means DDP must look for unused parameters, and
-        then every micro-batch syncs (a ``no_sync`` window would not know which parameters
-        the whole window used)."""
+    def wrap(self, model):
+        """DDP around the model: the same initial weights everywhere, buffers (BatchNorm
+        statistics) broadcast from process 0 at every forward. Its backward stays local
+        (``local_backward``); ``average_gradients`` all-reduces."""
         from torch.nn.parallel import DistributedDataParallel
 
-        (unused,) = self.agree(int(probe is not None and probe(model)))  # one answer, or DDP would hang
-        self.sync_every_micro_batch = bool(unused)
         ids = [self._device.index] if self._device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=bool(unused))
+        return DistributedDataParallel(model, device_ids=ids)
 
-    def sync_context(self, model, sync: bool):
-        return contextlib.nullcontext() if sync else model.no_sync()
+    def local_backward(self, model):
+        return model.no_sync()
 
     def agree(self, *values: int) -> tuple[int, ...]:
         flags = torch.tensor(values, dtype=torch.int64)
@@ -270,10 +275,26 @@ class Distributed(SingleProcess):
         return value
 
     def average_gradients(self, params) -> None:
+        """One flat all-reduce per dtype. A parameter without a gradient here takes part with
+        zeros, and one without a gradient on every process keeps none (the optimizer then
+        leaves it alone, as on one process)."""
+        groups: dict[torch.dtype, list[torch.nn.Parameter]] = {}
         for p in params:
-            if p.grad is not None:
-                self.dist.all_reduce(p.grad)
-                p.grad.div_(self.world_size)
+            if p.requires_grad:
+                groups.setdefault(p.dtype, []).append(p)
+        for group in groups.values():
+            held = torch.tensor([float(p.grad is not None) for p in group], dtype=group[0].dtype, device=group[0].device)
+            flat = torch.cat([*((p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in group), held])
+            self.dist.all_reduce(flat)
+            flat.div_(self.world_size)
+            sizes = [p.numel() for p in group]
+            for p, grad, held_anywhere in zip(group, flat[: sum(sizes)].split(sizes), flat[sum(sizes) :].tolist()):
+                if not held_anywhere:
+                    p.grad = None
+                elif p.grad is None:
+                    p.grad = grad.view_as(p).clone()
+                else:
+                    p.grad.copy_(grad.view_as(p))
 
     def _on_cpu(self, collective, *args, **kwargs):
         if self.cpu_group is not None:

@@ -2,8 +2,13 @@
 
 One loop serves every data format (``model(*batch.inputs())``) and any number of processes:
 ``exp/accumulation.py`` says what each micro-batch loss is divided by and when the optimizer
-updates; the runtime keeps every backward but a window's last one local (``no_sync``) and
-makes every decision the same on all processes. On one process the runtime does nothing.
+updates; the runtime keeps every backward local (``no_sync``), all-reduces a window's
+gradients once, after its last micro-batch, and makes every decision the same on all
+processes. On one process the runtime does nothing.
+
+After every micro-batch the processes agree, in one small collective, on a stop signal and on
+whether any of them ran out of memory: then all of them redo the window with smaller
+micro-batches (``Exp._shrink_micro_batch``), keeping the effective batch.
 
 Training can stop at any micro-batch (Ctrl-C, SIGTERM on any process, ``--save_every_updates``)
 and resume from ``last.pt``: the checkpoint holds each process's partial gradients of the open
@@ -31,16 +36,23 @@ class TrainingAborted(Exception):
 
 
 class MicroBatchOutOfMemory(Exception):
-    """A micro-batch's forward or backward ran out of memory; ``step`` is where."""
+    """A micro-batch's forward or backward ran out of memory; ``step`` is where, ``rank`` the
+    process that did (with several, the highest)."""
 
-    def __init__(self, step: MicroStep, error: BaseException):
+    def __init__(self, step: MicroStep, error: BaseException | None, rank: int):
+        error = error or torch.OutOfMemoryError(f"process {rank} ran out of memory")
         super().__init__(str(error))
-        self.step, self.error = step, error
+        self.step, self.error, self.rank = step, error, rank
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """CUDA/MPS raise OutOfMemoryError; the CPU allocator a RuntimeError that says so."""
     return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or (type(exc) is RuntimeError and "can't allocate memory" in str(exc))
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision in ``dtype`` (--use_amp), or nothing."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 class Trainer:
@@ -61,13 +73,12 @@ class Trainer:
         self.save_due = False
         self.last_window = 0
         self.window = OpenWindow()
+        self._window_start = None  # (random state, buffers) when the open window began here
         self._run_clock: float | None = None
         self._epoch_clock: float | None = None
 
     def autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -139,14 +150,22 @@ class Trainer:
             except MicroBatchOutOfMemory as oom:
                 if self.shrink is None:
                     raise oom.error from None
-                failed = oom.step  # out of the except block first: its traceback holds the failed step's tensors
+                failed, rank = oom.step, oom.rank  # out of the except block first: its traceback holds the failed step's tensors
             self._forget_window(failed)
-            self.shrink(failed)
+            self.shrink(failed, rank)
 
     def _forget_window(self, step: MicroStep) -> None:
         """Drop what the open window left (its gradients may be partial: the backward stopped
         midway) so that it can run again from its first micro-batch."""
         self.optimizer.zero_grad(set_to_none=True)
+        if self._window_start is not None:  # dropout draws and BatchNorm statistics as the window found them
+            rng, cuda_rng, buffers = self._window_start
+            torch.set_rng_state(rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state(cuda_rng, self.device)
+            with torch.no_grad():
+                for b, saved in zip(self.model.buffers(), buffers):
+                    b.copy_(saved)
         self.window = OpenWindow()
         self.state.window_bad = None
         if self.noise is not None:
@@ -172,10 +191,9 @@ class Trainer:
         try:
             for batch in self.train_loader:
                 step = self.policy.next()
-                self._micro_step(batch.to(self.device, non_blocking=True), step)
+                signum = self._micro_step(batch.to(self.device, non_blocking=True), step)
                 s.meter.micro_batches += 1
                 progress.update(lambda step=step: self._postfix(step))
-                signum = self._agreed_stop()
                 if self.save_due or signum:
                     self.save_due = False
                     self._save_last()
@@ -188,47 +206,56 @@ class Trainer:
         if self.policy.pending and not a.cross_epoch_accumulation:
             raise RuntimeError("accumulation window left open at the end of an epoch")  # cannot happen: policy bug
 
-    def _micro_step(self, batch, step: MicroStep) -> None:
-        s = self.state
-        # Every backward but the window's last stays local: one gradient all-reduce per update.
-        sync = step.is_update or self.runtime.sync_every_micro_batch
+    def _micro_step(self, batch, step: MicroStep) -> int:
+        """Forward and backward of one micro-batch, then the update if it ends its window.
+        Returns the stop signal that some process received (0: none)."""
+        s, rt = self.state, self.runtime
+        if step.position == 0:
+            self._window_start = self._random_state_and_buffers()
+        out_of_memory = None
         try:
-            self._forward_backward(batch, step, sync)
+            with rt.local_backward(self.model):
+                self._forward_backward(batch, step)
         except Exception as exc:
-            if is_out_of_memory(exc):
-                raise MicroBatchOutOfMemory(step, exc) from exc
-            raise
+            if not is_out_of_memory(exc):
+                raise
+            out_of_memory = exc
+        # One small collective: every process learns of a stop signal or an out-of-memory anywhere.
+        signum, short_of_memory = rt.agree(self.stop.signum or 0, (rt.rank + 1) * (out_of_memory is not None))
+        if short_of_memory:
+            raise MicroBatchOutOfMemory(step, out_of_memory, short_of_memory - 1)
         if step.is_update:
             self.last_window = step.window_length
+            rt.average_gradients(self.model.parameters())
             self._settle_window()
             if s.window_bad is None:
                 self._update()
             else:
                 self._discard_window()
+        return signum
 
-    def _forward_backward(self, batch, step: MicroStep, sync: bool) -> None:
+    def _forward_backward(self, batch, step: MicroStep) -> None:
         s = self.state
-        with self.runtime.sync_context(self.model, sync):
-            with self.autocast():
-                logits = self.model(*batch.inputs())
-                losses, weights = self.criterion(logits, batch.labels)
-            total = losses.sum() if weights is None else (losses * weights).sum()
-            # A process whose share of this micro-batch is empty runs a stand-in sample with weight 0.
-            share = 0 if self.train_loader.sampler.placeholder(step.epoch, step.batch) else 1
-            # The window's normaliser over all processes, not this micro-batch's size: summed over the
-            # window (and over processes: DDP averages, hence x world size) this is exactly the
-            # large-batch mean.
-            self.scaler.scale(total * (share * self.plan.world_size / step.normaliser)).backward()
-            if self.noise is not None:  # this micro-batch's own mean gradient: what the backward added, rescaled
-                own = self.policy.weights(step.epoch)[step.batch]
-                self.noise.after_backward(self._params_with_grads(), step.normaliser / own / self.scaler.get_scale(), batch.num_samples)
-            # Whether the loss was finite is learnt at the update, once per window (no host sync per micro-batch):
-            # a bad window is discarded whole, and the rest of it still runs, into gradients that are dropped,
-            # so a bad window changes nothing else, not even the random stream of dropout.
-            if share and s.window_bad is None:  # known bad (restored from a mid-window checkpoint): nothing to count
-                correct = (logits.detach().argmax(-1) == batch.labels).sum()
-                weight = None if weights is None else weights.detach().sum()
-                self.window.add(total.detach(), correct, weight, self._stream_position(step), batch.num_samples)
+        with self.autocast():
+            logits = self.model(*batch.inputs())
+            losses, weights = self.criterion(logits, batch.labels)
+        total = losses.sum() if weights is None else (losses * weights).sum()
+        # A process whose share of this micro-batch is empty runs a stand-in sample with weight 0.
+        share = 0 if self.train_loader.sampler.placeholder(step.epoch, step.batch) else 1
+        # The window's normaliser over all processes, not this micro-batch's size: summed over the
+        # window (and over processes: DDP averages, hence x world size) this is exactly the
+        # large-batch mean.
+        self.scaler.scale(total * (share * self.plan.world_size / step.normaliser)).backward()
+        if self.noise is not None:  # this micro-batch's own mean gradient: what the backward added, rescaled
+            own = self.policy.weights(step.epoch)[step.batch]
+            self.noise.after_backward(self._params_with_grads(), step.normaliser / own / self.scaler.get_scale(), batch.num_samples)
+        # Whether the loss was finite is learnt at the update, once per window (no host sync per micro-batch):
+        # a bad window is discarded whole, and the rest of it still runs, into gradients that are dropped,
+        # so a bad window changes nothing else, not even the random stream of dropout.
+        if share and s.window_bad is None:  # known bad (restored from a mid-window checkpoint): nothing to count
+            correct = (logits.detach().argmax(-1) == batch.labels).sum()
+            weight = None if weights is None else weights.detach().sum()
+            self.window.add(total.detach(), correct, weight, self._stream_position(step), batch.num_samples)
 
     def _stream_position(self, step: MicroStep) -> int:
         return step.epoch * self.train_loader.sampler.batches_per_epoch + step.batch
@@ -275,6 +302,13 @@ class Trainer:
         if self.args.save_every_updates and s.updates % self.args.save_every_updates == 0:
             self.save_due = True
 
+    def _random_state_and_buffers(self) -> tuple:
+        """What a window that runs out of memory must give back before it is redone: the random
+        state (dropout) and the buffers (BatchNorm running statistics). Models without buffers
+        cost one 5 KB copy per window."""
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return torch.get_rng_state(), cuda_rng, [b.clone() for b in self.model.buffers()]
+
     def _params_with_grads(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.grad is not None]
 
@@ -301,8 +335,7 @@ class Trainer:
             if self.state.window_bad is not None:
                 self._discard_window()
             else:
-                if not self.runtime.sync_every_micro_batch:  # its sync step never ran: all-reduce here, once
-                    self.runtime.average_gradients(list(self.model.parameters()))
+                self.runtime.average_gradients(self.model.parameters())  # its last micro-batch never came
                 self._update(correction)
                 print(f"Flushed the open accumulation window ({seen} micro-batches), scaled to its own samples", flush=True)
         elif self.args.cross_epoch_accumulation and 0 < self.last_window < self.plan.steps:
@@ -311,7 +344,7 @@ class Trainer:
 
     # -------------------------------------------------------------- helpers
     def _agreed_stop(self) -> int:
-        """The signal any process received (0 if none): all stop at the same micro-batch."""
+        """The signal any process received (0 if none): all stop at the same point."""
         (signum,) = self.runtime.agree(self.stop.signum or 0)
         return signum
 

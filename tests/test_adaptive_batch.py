@@ -118,10 +118,10 @@ def test_a_run_that_shrank_resumes_mid_epoch_with_the_smaller_micro_batch_and_th
     original, count = first.trainer._micro_step, {"n": 0}
 
     def stop_after_the_shrink(batch, step):
-        original(batch, step)
         count["n"] += first.plan.batch_size == 2
         if count["n"] == 9:  # epoch 1, inside the third window of micro-batches of 2
             first.trainer.stop.signum = signal.SIGINT
+        return original(batch, step)
 
     first.trainer._micro_step = stop_after_the_shrink
     with pytest.raises(Interrupted):

@@ -146,16 +146,38 @@ def test_two_processes_train_exactly_like_one_process_with_twice_the_micro_batch
         assert set(counts["positions"]) == {0}  # the policy had just closed the window
 
 
-def test_a_model_with_unused_parameters_syncs_every_micro_batch_and_stays_exact(tmp_path):
-    common = (*EXACT, "--data", "Classification", "--model", "ResNet1D", "--gradient_accumulation_steps", "3", "--train_epochs", "1")
+def test_a_model_with_unused_parameters_stays_exact_with_one_all_reduce_per_update(tmp_path):
+    """The unused parameter keeps no gradient, as on one process: SGD's weight decay and
+    momentum leave it at its ones (a zero gradient would let the decay shrink it)."""
+    common = (*EXACT, "--data", "Classification", "--model", "ResNet1D", "--gradient_accumulation_steps", "3", "--train_epochs", "1",
+              "--weight_decay", "0.1")  # fmt: skip
     env = {"WORKER_N_TRAIN": "40", "WORKER_UNUSED": "1", "WORKER_OUT": str(tmp_path / "two" / "record")}
     out, _ = run(tmp_path / "two", *common, "--batch_size", "2", env=env)
     run(tmp_path / "one", *common, "--batch_size", "4", procs=1, env={"WORKER_N_TRAIN": "40", "WORKER_UNUSED": "1"})
     two, one = last(tmp_path / "two"), last(tmp_path / "one")
-    assert "gradients all-reduced every micro-batch" in out
+    assert "gradients all-reduced once per optimizer update" in out
     assert relative_difference(flat(two), flat(one)) < 1e-9
-    assert torch.equal(two["model"]["never_used"], torch.zeros(3, dtype=torch.float64))
-    assert record(tmp_path / "two")["allreduces"] == 10  # 40 windows / global micro-batch 4
+    assert torch.equal(two["model"]["never_used"], torch.ones(3, dtype=torch.float64))
+    assert record(tmp_path / "two")["allreduces"] == two["updates"] == 4  # 10 global micro-batches of 4, windows of 3
+
+
+@pytest.mark.parametrize("calls", [2, 4])  # process 1 runs out in the last micro-batch of window 1; mid-window 2
+def test_out_of_memory_on_one_process_shrinks_the_micro_batch_on_both_and_keeps_the_weights(tmp_path, calls):
+    """Process 1 runs out of memory; both redo the window with micro-batches of 2 and 6 steps
+    (effective batch 24 kept) and end with the weights of one process trained on the same
+    global micro-batches (4 = 2 x 2) from the start."""
+    common = (*EXACT, "--data", "Classification", "--model", "ResNet1D", "--train_epochs", "2")
+    env = {"WORKER_N_TRAIN": "45", "WORKER_OOM": f"1:2:{calls}"}
+    out, err = run(tmp_path / "two", *common, "--batch_size", "4", "--gradient_accumulation_steps", "3", env=env)
+    assert out.count("out of memory") == 1 and "Traceback" not in err
+    assert (f"out of memory on process 1 in epoch 1, micro-batch {calls + 1} (--batch_size 4): going on with micro-batch 2 x 6 "
+            "steps, effective batch 24 kept") in out  # fmt: skip
+    run(tmp_path / "one", *common, "--batch_size", "4", "--gradient_accumulation_steps", "6", procs=1, env={"WORKER_N_TRAIN": "45"})
+    two, one = last(tmp_path / "two"), last(tmp_path / "one")
+    assert relative_difference(flat(two), flat(one)) < 1e-9
+    assert two["updates"] == one["updates"] == 2 * 2  # ceil(12 global micro-batches / 6) per epoch
+    assert two["layout"] == {"batch_size": 2, "steps": 6, "world_size": 2, "effective_batch_size": 24}
+    assert [r["batch_size"] for r in two["history"]] == [2, 2]
 
 
 # ------------------------------------------------------------------------ stop and resume

@@ -43,10 +43,10 @@ def interrupt_after(exp, micro_steps):
     original, count = exp.trainer._micro_step, {"n": 0}
 
     def counting(batch, step):
-        original(batch, step)
         count["n"] += 1
-        if count["n"] == micro_steps:
+        if count["n"] == micro_steps:  # arrives during this micro-step: agreed and acted on at its end
             exp.trainer.stop.signum = signal.SIGINT
+        return original(batch, step)
 
     exp.trainer._micro_step = counting
 
