@@ -4,7 +4,10 @@ For accumulation steps 1, 4 and 8 it trains the same recipe three ways and print
 per epoch, samples/s and the number of gradient all-reduces (counted by a DDP communication
 hook in every process):
 
-  * 2 processes, the runner (``no_sync`` inside a window: one all-reduce per update),
+  * 2 processes, the runner (every backward under ``no_sync``, one flat all-reduce after a
+    window's last micro-batch, once the processes agreed that none ran out of memory),
+  * 2 processes with DDP's own bucketed all-reduce inside the window's last backward
+    (overlapped with it; a process out of memory there would leave the others waiting),
   * 2 processes without ``no_sync`` (an all-reduce after every micro-batch),
   * 1 process with twice the micro-batch (the same global batches).
 
@@ -32,10 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = str(ROOT / "tests" / "dist_worker.py")
 
 
-def train(tmp: Path, procs: int, flags: list[str], always_sync: bool = False) -> dict:
-    env = {**os.environ, "WORKER_OUT": str(tmp / "record")}
-    if always_sync:
-        env["WORKER_ALWAYS_SYNC"] = "1"
+def train(tmp: Path, procs: int, flags: list[str], variant: str | None = None) -> dict:
+    """``variant``: a dist_worker switch (WORKER_ALWAYS_SYNC, WORKER_DDP_LAST) or None for the runner."""
+    env = {**os.environ, "WORKER_OUT": str(tmp / "record"), **({variant: "1"} if variant else {})}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)] if procs > 1 else [
         sys.executable]  # fmt: skip
     outputs = ["--checkpoints", str(tmp / "ckpt"), "--results", str(tmp / "res")]
@@ -68,11 +70,12 @@ def main() -> None:
             two = [*base, *ga, "--batch_size", str(opts.batch_size)]
             one = [*base, *ga, "--batch_size", str(2 * opts.batch_size)]
             runs = {
-                "2 processes, runner (no_sync)": train(Path(tmp) / f"a{steps}", 2, two),
-                "2 processes, sync every step": train(Path(tmp) / f"b{steps}", 2, two, always_sync=True),
+                "2 processes, runner": train(Path(tmp) / f"a{steps}", 2, two),
+                "2 processes, DDP in last bwd": train(Path(tmp) / f"d{steps}", 2, two, "WORKER_DDP_LAST"),
+                "2 processes, sync every step": train(Path(tmp) / f"b{steps}", 2, two, "WORKER_ALWAYS_SYNC"),
                 "1 process, micro-batch x 2": train(Path(tmp) / f"c{steps}", 1, one),
             }
-            reference = runs["2 processes, runner (no_sync)"]["seconds"]
+            reference = runs["2 processes, runner"]["seconds"]
             for name, r in runs.items():
                 print(f"{steps:>3} {name:>28} {r['seconds']:8.2f} {r['samples_per_s']:10.1f} {r['allreduces']:>12} "
                       f"{r['updates']:>8} {r['seconds'] / reference:9.2f}x")  # fmt: skip

@@ -156,7 +156,8 @@ class Exp:
         """--batch_size auto: each process measures what fits its device; all take the smallest."""
         plan, rt = self.plan, self.runtime
         try:
-            size, how = MicroBatchSizer(model, self.data.train, self.device, self._autocast, self.args, plan.batch_size).choose()
+            sizer = MicroBatchSizer(model, self.data.train, self.device, self._autocast, self.args, plan.batch_size, rt.world_size)
+            size, how = sizer.choose()
         except UserError as exc:
             size, how = 0, str(exc)
         sizes = rt.gather((size, how))

@@ -110,10 +110,12 @@ def available_memory_bytes() -> int:
 class MicroBatchSizer:
     """Chooses the micro-batch for one process; ``choose`` returns it with a sentence that says how."""
 
-    def __init__(self, model, dataset, device: torch.device, autocast: Callable, args, cap: int):
+    def __init__(self, model, dataset, device: torch.device, autocast: Callable, args, cap: int, world_size: int = 1):
         self.model, self.dataset, self.device, self.autocast, self.cap = model, dataset, device, autocast, cap
         self.fraction, self.budget_mb = args.max_memory_fraction, args.max_memory_mb
-        self.state = state_bytes(model, args.optimizer, int(args.log_grad_noise))
+        # Gradient copies besides .grad: --log_grad_noise's; with several processes DDP's buckets and the flat all-reduce.
+        copies = int(args.log_grad_noise) + (2 if world_size > 1 else 0)
+        self.state = state_bytes(model, args.optimizer, copies)
 
     def per_window_estimate(self) -> float:
         small, large = ESTIMATE_WINDOWS

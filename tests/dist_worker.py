@@ -15,6 +15,9 @@ It runs ``run.main(FLAGS)`` unchanged, after these optional patches (environment
   micro-batch of more than ``size`` windows raises ``torch.OutOfMemoryError``.
 * ``WORKER_ALWAYS_SYNC=1``: no ``no_sync``: DDP all-reduces inside every backward (the naive
   loop, for ``benchmarks/ddp_overhead.py``) and the runner's own all-reduce is left out.
+* ``WORKER_DDP_LAST=1``: DDP all-reduces inside the backward of a window's last micro-batch
+  (overlapped with it) instead of the runner's flat all-reduce after it (for the benchmark;
+  without out-of-memory recovery across processes).
 """
 
 from __future__ import annotations
@@ -115,6 +118,11 @@ def install(rank: int) -> dict:
     runtime_module.Distributed.average_gradients = average_gradients
     if os.environ.get("WORKER_ALWAYS_SYNC"):
         runtime_module.Distributed.local_backward = lambda self, model: runtime_module.contextlib.nullcontext()
+        runtime_module.Distributed.average_gradients = lambda self, params: None
+    if os.environ.get("WORKER_DDP_LAST"):  # the policy has just closed the window at its last micro-batch
+        runtime_module.Distributed.local_backward = lambda self, model: (
+            runtime_module.contextlib.nullcontext() if holder["policy"].position == 0 else model.no_sync()
+        )
         runtime_module.Distributed.average_gradients = lambda self, params: None
 
     stop, crash = _spec("WORKER_STOP"), _spec("WORKER_CRASH")
