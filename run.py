@@ -265,6 +265,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         g,
+        "--derived_signals",
+        role=RECIPE,
+        choices=("auto", "off"),
+        default="off",
+        help="auto: add channels for the relations HVAC fault rules check (outdoor-air fraction from temperatures "
+        "against the damper, mixed air outside outdoor/return air, supply-air set-point error, heating and cooling at "
+        "once, duct-pressure error), from sensor roles found in the column names or --sensor_roles",
+    )
+    add(
+        g,
+        "--sensor_roles",
+        role=RECIPE,
+        metavar="FILE",
+        default=None,
+        help='JSON file naming the columns of the sensor roles, e.g. {"mixed_air_temp": "MAT", "outdoor_air_damper": '
+        '"OA_DMP"} (roles: see README); implies --derived_signals auto',
+    )
+    add(
+        g,
         "--split",
         role=RECIPE,
         choices=("blocked", "chronological", "random"),
@@ -414,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
         role=RUN,
         type=positive_int(10**9),
         default=None,
-        help="--batch_size auto: memory budget in MiB instead of --max_memory_fraction (on CUDA it skips the probe and uses the estimate)",
+        help="--batch_size auto: budget in MiB for what training adds to the weights and data (gradients, optimizer state, "
+        "activations; an estimate), instead of --max_memory_fraction; on CUDA it replaces the probe",
     )
     add(
         g, "--learning_rate", role=RECIPE, name=NamePart(8, "lr{:g}"), type=positive_float(10.0), default=2e-3, help="initial learning rate"
@@ -695,6 +715,10 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
         for flag in ("root_path", "time_col", "feature_cols", "fault_inventory"):
             if getattr(args, flag) not in (None, "."):
                 parser.error(f"argument --{flag}: given without --data_path (the built-in simulator needs none)")
+    if args.sensor_roles is not None:
+        args.derived_signals = "auto"
+    if args.derived_signals == "auto" and args.data_path and not args.predict and Path(args.data_path).suffix.lower() == ".ts":
+        parser.error("argument --derived_signals: UEA files hold ready-cut samples without sensor names; use it with sensor logs")
     if args.resident_data == "on" and args.num_workers:
         parser.error(f"argument --resident_data: on cuts every batch on the device, so --num_workers {args.num_workers} would idle")
     if args.min_lr > args.learning_rate:

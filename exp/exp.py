@@ -89,7 +89,8 @@ class Exp:
         self.train_loader = make_loader(train, self.plan.global_micro_batch, True, args.seed, args.num_workers, pin,
                                         self.loader_generator, rt.rank, rt.world_size, resident)  # fmt: skip
         self.val_loader, self.test_loader = (
-            make_eval_loader(split, EVAL_BATCH_SIZE, rt.rank, rt.world_size, args.num_workers, pin, resident) for split in (val, test)
+            make_eval_loader(split, self._eval_batch_size(), rt.rank, rt.world_size, args.num_workers, pin, resident)
+            for split in (val, test)
         )
         sampler, labels = self.train_loader.sampler, self.data.train.labels
         self.policy = AccumulationPolicy(
@@ -176,6 +177,11 @@ class Exp:
             raise UserError(f"--log_grad_noise: --batch_size auto chose micro-batch {size}, the whole --target_batch_size "
                             f"{plan.target} in one step; it needs >= 2 accumulation steps, so give --batch_size yourself")  # fmt: skip
         return sized
+
+    def _eval_batch_size(self) -> int:
+        """Evaluation keeps within the memory budget of --batch_size auto: its batches are no larger
+        than the training micro-batch (a forward without a backward needs less)."""
+        return min(EVAL_BATCH_SIZE, self.plan.batch_size) if self.plan.sizing.startswith("--batch_size auto") else EVAL_BATCH_SIZE
 
     def _autocast(self):
         return autocast(self.device, self.amp_dtype)
@@ -370,7 +376,7 @@ class Exp:
 
         path = Path(self.args.checkpoints) / setting / f"model.{SUFFIX[self.args.export]}"
         self.runtime.write(path, lambda: export_run(self.bare_model, self.data, self.args, self.dtype, path))
-        print(f"Exported {self.args.export}: {path} (raw sensor windows [B, {self.data.seq_len}, {len(self.data.channels)}] -> "
+        print(f"Exported {self.args.export}: {path} (raw sensor windows [B, {self.data.seq_len}, {len(self.data.sensors)}] -> "
               f"probabilities over {self.data.num_classes} classes; see {path.with_suffix('.json').name})", flush=True)  # fmt: skip
         return path
 

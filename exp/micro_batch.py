@@ -25,7 +25,7 @@ from utils.errors import UserError
 
 OPTIMIZER_STATES = {"radam": 2, "adamw": 2, "sgd": 1}  # tensors the size of the weights each optimizer keeps
 ESTIMATE_WINDOWS = (2, 4)  # the two batch sizes whose difference gives the bytes per window
-ESTIMATE_MARGIN = 2.0  # the backward's transient buffers on top of what autograd saves (CPU: 1.1-1.7x measured, benchmarks/README.md)
+ESTIMATE_MARGIN = 2.5  # backward buffers and allocator slack over what autograd saves (CPU: 1.0-2.4x, benchmarks/README.md)
 MiB = 2**20
 
 
@@ -120,7 +120,9 @@ class MicroBatchSizer:
     def per_window_estimate(self) -> float:
         small, large = ESTIMATE_WINDOWS
         sizes = [saved_bytes(self.model, windows(self.dataset, n, self.device), self.autocast) for n in (small, large)]
-        return max(sizes[1] - sizes[0], 1) / (large - small) * ESTIMATE_MARGIN
+        # What one more window adds; at least the average over the larger batch (a model whose saved
+        # bytes do not grow with the batch would otherwise look free per window).
+        return max((sizes[1] - sizes[0]) / (large - small), sizes[1] / large) * ESTIMATE_MARGIN
 
     def choose(self) -> tuple[int, str]:
         with leaves_no_trace(self.model, self.device):
