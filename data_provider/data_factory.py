@@ -7,7 +7,7 @@ rows -> format-specific fitting (e.g. the sensor graph) -> three ``WindowDataset
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from data_provider.batches import DualGAFBatch, GraphBatch, WindowBatch
 from data_provider.graph import correlation_adjacency
 from data_provider.sampler import EpochBatchSampler
 from data_provider.scaling import SCALERS
-from data_provider.sources import class_order, load_table
+from data_provider.sources import class_order, load_table, with_derived_signals
 from data_provider.uea import is_uea, load_uea, stack, stratified_holdout, ts_paths
 from data_provider.windows import (
     BLOCK_PATTERN,
@@ -157,6 +157,12 @@ class DataBundle:
     scaler: object = None  # fitted on the training rows; what a trained model needs to see new data the same way
     times: np.ndarray | None = None  # [rows] datetime64[ns] of the table's rows (None: UEA samples, no time column)
     ready_cut: bool = False  # UEA: every window is one sample of the file, not cut from a table
+    derived: list = field(default_factory=list)  # recipe of the derived channels after the sensors (data_provider/derived.py)
+
+    @property
+    def sensors(self) -> list[str]:
+        """The channels a log must have: every channel but the derived ones."""
+        return self.channels[: len(self.channels) - len(self.derived)]
 
     @property
     def num_classes(self) -> int:
@@ -262,7 +268,7 @@ def build_data(args) -> DataBundle:
     if args.data_path and not Path(args.data_path).suffix and not (Path(args.root_path) / args.data_path).exists():
         train_ts = ts_paths(args.root_path, args.data_path)[0]
         raise UserError(f"--data_path: neither the file {Path(args.root_path) / args.data_path} nor the UEA file {train_ts} exists")
-    table = load_table(args)
+    table = with_derived_signals(load_table(args), args)
     for note in table.notes:
         print(f"note: {note}", flush=True)
     segments = find_segments(table.labels, table.breaks)
@@ -284,7 +290,7 @@ def build_data(args) -> DataBundle:
     values = torch.as_tensor(scaler.transform(table.values), dtype=dtype)
     datasets = {name: WindowDataset(values, split[name].starts, split[name].labels, args.step, fmt) for name in SPLITS}
     return DataBundle(**datasets, class_names=table.class_names, channels=table.channels, fmt=fmt, source=table.source,
-                      seq_len=args.step, scaler=scaler, times=table.times)  # fmt: skip
+                      seq_len=args.step, scaler=scaler, times=table.times, derived=table.derived)  # fmt: skip
 
 
 def make_loader(

@@ -30,6 +30,29 @@ class Table:
     source: str
     notes: list[str] = field(default_factory=list)
     times: np.ndarray | None = None  # [rows] datetime64[ns], when the table has a time column
+    derived: list = field(default_factory=list)  # recipe of the derived channels at the end (data_provider/derived.py)
+
+
+def with_derived_signals(table: Table, args) -> Table:
+    """--derived_signals auto: the table with one more channel per relation its sensors allow."""
+    import torch
+
+    from data_provider.derived import SIGNALS, Derivation, derived_names, plan_signals
+
+    if args.derived_signals == "off":
+        return table
+    recipe, missing = plan_signals(table.channels, table.values, args.sensor_roles)
+    if not recipe:
+        table.notes.append("--derived_signals auto: no sensor roles found among the columns, so no derived signals "
+                           "(name them with --sensor_roles FILE)")  # fmt: skip
+        return table
+    if missing:
+        table.notes.append(f"--derived_signals auto: {len(recipe)} of {len(SIGNALS)} derived signals; left out for lack of "
+                           f"columns: {', '.join(missing)}")  # fmt: skip
+    table.values = Derivation(recipe)(torch.tensor(table.values, dtype=torch.float64)).numpy()
+    table.channels = [*table.channels, *derived_names(recipe)]
+    table.derived = recipe
+    return table
 
 
 def simulated_frame(args):

@@ -47,15 +47,16 @@ def export_run(model: torch.nn.Module, data, args, dtype: torch.dtype, path: Pat
     from exp.inference import deployment_record, predictor_from_model
     from utils.fdd import find_normal_class
 
-    predictor = predictor_from_model(copy.deepcopy(model).cpu(), data.fmt, data.scaler, dtype)
+    predictor = predictor_from_model(copy.deepcopy(model).cpu(), data, dtype)
     test = data.test
     scaled = test.values[test.starts[:2, None] + test.offsets.numpy()].double().numpy()
-    example = torch.as_tensor(unscale(data.scaler, scaled)).float()  # exported files take float32 windows
+    sensors = unscale(data.scaler, scaled)[..., : len(data.sensors)]  # the derived channels are computed inside
+    example = torch.as_tensor(sensors).float()  # exported files take float32 windows
     deployment = deployment_record(data, args)
     normal = find_normal_class(data.class_names, args.normal_class)
     card = {key: deployment[key] for key in ("channels", "class_names", "window", "stride", "interval_s", "format")}
     card.update(
-        input=f"{INPUT}: float32 [batch, {data.seq_len}, {len(data.channels)}], raw sensor values in channel order",
+        input=f"{INPUT}: float32 [batch, {data.seq_len}, {len(data.sensors)}], raw sensor values in channel order",
         output=f"{OUTPUT}: float64 [batch, {data.num_classes}], in class_names order",
         normal_class=None if normal is None else data.class_names[normal],
         run=path.parent.name,

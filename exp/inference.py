@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from data_provider.data_factory import FORMATS
+from data_provider.derived import Derivation
 from data_provider.scaling import affine_tensors
 from models import InputDims, build_model
 from utils.checkpoint import load_checkpoint
@@ -40,7 +41,8 @@ def deployment_record(data, args) -> dict:
     adjacency = getattr(data.fmt, "adjacency", None)
     return {
         "kind": "uea" if data.ready_cut else "table",
-        "channels": list(data.channels),
+        "channels": list(data.sensors),
+        "derived": [dict(step) for step in data.derived],
         "class_names": list(data.class_names),
         "format": args.data,
         "window": int(data.seq_len),
@@ -58,22 +60,23 @@ class Predictor(nn.Module):
     The scaler runs in float64 with the same operations as training, then the window takes the
     model's dtype, goes through its format (GAF images, graph) and the model."""
 
-    def __init__(self, model: nn.Module, fmt, scaler: dict, dtype: torch.dtype):
+    def __init__(self, model: nn.Module, fmt, scaler: dict, dtype: torch.dtype, derived: list[dict] = ()):
         super().__init__()
         self.model, self.fmt, self.dtype = model, fmt, dtype
+        self.derivation = Derivation(list(derived))  # the derived channels, from the raw sensors as in training
         for key in ("center", "width", "gain", "bias"):
             self.register_buffer(key, torch.as_tensor(scaler[key], dtype=torch.float64))
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        x = ((windows.to(torch.float64) - self.center) / self.width * self.gain + self.bias).to(self.dtype)
+        x = ((self.derivation(windows.to(torch.float64)) - self.center) / self.width * self.gain + self.bias).to(self.dtype)
         labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         batch = self.fmt.make_batch(x, labels).to(x.device)
         return torch.softmax(self.model(*batch.inputs()).to(torch.float64), dim=-1)
 
 
-def predictor_from_model(model: nn.Module, fmt, scaler, dtype: torch.dtype) -> Predictor:
-    """The Predictor of a model trained in this process (``scaler``: the fitted scaler)."""
-    return Predictor(model, fmt, affine_tensors(scaler), dtype)
+def predictor_from_model(model: nn.Module, data, dtype: torch.dtype) -> Predictor:
+    """The Predictor of a model trained in this process on ``data`` (its scaler, format and derived channels)."""
+    return Predictor(model, data.fmt, affine_tensors(data.scaler), dtype, data.derived)
 
 
 def load_predictor(path: Path, device: torch.device) -> tuple[Predictor, dict]:
@@ -88,14 +91,15 @@ def load_predictor(path: Path, device: torch.device) -> tuple[Predictor, dict]:
     fmt = FORMATS[deployment["format"]](saved, deployment["window"])
     if deployment["adjacency"] is not None:
         fmt.adjacency = deployment["adjacency"]
-    dims = InputDims(len(deployment["channels"]), deployment["window"], len(deployment["class_names"]))
+    derived = deployment.get("derived", [])
+    dims = InputDims(len(deployment["channels"]) + len(derived), deployment["window"], len(deployment["class_names"]))
     dtype = torch.float64 if saved.dtype == "float64" else torch.float32
     model = build_model(saved.model, saved, dims).to(dtype=dtype)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError:
         raise UserError(f"--checkpoint: {path}: the weights do not fit its own model settings (a damaged checkpoint?)") from None
-    return Predictor(model, fmt, deployment["scaler"], dtype).to(device).eval(), state
+    return Predictor(model, fmt, deployment["scaler"], dtype, derived).to(device).eval(), state
 
 
 @torch.no_grad()
