@@ -92,6 +92,10 @@ def epochs_or_auto(text: str) -> int | str:
     return text if text == "auto" else positive_int(100_000)(text)
 
 
+# The models that gain from --derived_signals on the real AHU files and the simulator (benchmarks/README.md).
+DERIVED_SIGNALS_DEFAULT = {"DualGAFNet": "auto"}
+
+
 def size_or_auto(text: str) -> int | str:
     return text if text == "auto" else positive_int(1_000_000)(text)
 
@@ -268,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--derived_signals",
         role=RECIPE,
         choices=("auto", "off"),
-        default="off",
-        help="auto: add channels for the relations HVAC fault rules check (outdoor-air fraction from temperatures "
+        default=None,
+        help="default: auto for DualGAFNet, off for the other models (measured on the real AHU files, see "
+        "benchmarks/README.md); auto: add channels for the relations HVAC fault rules check (outdoor-air fraction from temperatures "
         "against the damper, mixed air outside outdoor/return air, supply-air set-point error, heating and cooling at "
         "once, duct-pressure error), from sensor roles found in the column names or --sensor_roles",
     )
@@ -717,8 +722,11 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
                 parser.error(f"argument --{flag}: given without --data_path (the built-in simulator needs none)")
     if args.sensor_roles is not None:
         args.derived_signals = "auto"
-    if args.derived_signals == "auto" and args.data_path and not args.predict and Path(args.data_path).suffix.lower() == ".ts":
-        parser.error("argument --derived_signals: UEA files hold ready-cut samples without sensor names; use it with sensor logs")
+    if args.derived_signals is None:
+        args.derived_signals = DERIVED_SIGNALS_DEFAULT.get(args.model, "off")
+    asked = {"derived_signals", "sensor_roles"} & tsl.typed_flags(argv)
+    if args.derived_signals == "auto" and asked and args.data_path and not args.predict and Path(args.data_path).suffix.lower() == ".ts":
+        parser.error(f"argument --{sorted(asked)[0]}: UEA files hold ready-cut samples without sensor names; use it with sensor logs")
     if args.resident_data == "on" and args.num_workers:
         parser.error(f"argument --resident_data: on cuts every batch on the device, so --num_workers {args.num_workers} would idle")
     if args.min_lr > args.learning_rate:
@@ -794,7 +802,7 @@ def config_hash(args: argparse.Namespace) -> str:
     ... get folders of their own, while a new flag with a default leaves every name as it was.
     Stable across Python sessions (sha1 of sorted JSON)."""
     parser = build_parser()
-    reference = parser.parse_args(["--step", str(args.step)])  # defaults resolved as validate() resolves them
+    reference = parser.parse_args(["--step", str(args.step), "--model", args.model])  # defaults resolved as validate() does
     validate(parser, reference)
     unnamed = [dest for dest, flag in flag_table().items() if flag.role == RECIPE and flag.name is None and dest not in NOT_HASHED]
     changed = {dest: getattr(args, dest) for dest in unnamed if getattr(args, dest) != getattr(reference, dest)}
@@ -943,7 +951,7 @@ def _run(args: argparse.Namespace, plan, runtime) -> int:
     if plan.note():
         print(plan.note(), flush=True)
     data = build_data(args)  # the same windows for every repetition
-    tsl.check_dims(args, len(data.channels), data.num_classes, data.source)
+    tsl.check_dims(args, len(data.sensors), data.num_classes, data.source)
     find_normal_class(data.class_names, args.normal_class)  # a wrong --normal_class stops the run before it trains
     results = []
     for run_args, setting in zip(repeats, settings):

@@ -81,7 +81,7 @@ def test_minmax_maps_the_training_range_to_minus_one_one_and_constants_to_zero()
 
 @pytest.mark.parametrize("fmt, shapes", [
     ("Classification", [(4, 32, 13)]),
-    ("DualGAF", [(4, 13, 8, 8), (4, 13, 8, 8), (4, 32, 13)]),
+    ("DualGAF", [(4, 20, 8, 8), (4, 20, 8, 8), (4, 32, 20)]),  # DualGAFNet: 13 sensors + 7 derived signals by default
     ("GNN", [(4, 13, 32), (13, 13)]),
 ])  # fmt: skip
 def test_batch_objects_give_each_format_its_inputs(tiny_data, fmt, shapes):
