@@ -861,8 +861,6 @@ def main(argv: list[str] | None = None) -> int:
     notes = validate(parser, args, argv)
     plan = accumulation_plan(parser, args)
 
-    import torch
-
     from exp.exp import TrainingAborted
     from exp.runtime import PeerFailure, is_peer_failure, start_runtime
     from exp.trainer import is_out_of_memory
@@ -888,14 +886,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run.py: {exc}", file=sys.stderr)
         wait_s = 0.0 if isinstance(exc, PeerFailure) else args.dist_timeout  # the others agreed: they stop too
         return exc.exit_code
-    except (MemoryError, torch.OutOfMemoryError) as exc:
-        print(out_of_memory_error(args, plan, exc), file=sys.stderr)
-        return 2
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, the last complete checkpoint stays
         print("run.py: interrupted", file=sys.stderr)
         return 130
-    except RuntimeError as exc:
-        if is_out_of_memory(exc):  # the CPU allocator's RuntimeError
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError, like the CPU allocator's error
+        if is_out_of_memory(exc):
             print(out_of_memory_error(args, plan, exc), file=sys.stderr)
             return 2
         if runtime is None or not runtime.distributed or not is_peer_failure(exc):

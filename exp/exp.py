@@ -19,7 +19,7 @@ from data_provider.data_factory import DataBundle, ResidentLoader, build_data, m
 from exp.accumulation import AccumulationPlan, AccumulationPolicy, plan_accumulation, shrunk, smaller_micro_batch
 from exp.evaluation import evaluate, write_test_outputs, write_training_curves
 from exp.inference import deployment_record, prediction_table
-from exp.micro_batch import MicroBatchSizer, for_target
+from exp.micro_batch import MicroBatchSizer, sized_plan
 from exp.runtime import SingleProcess
 from exp.state import Checkpoints, TrainingState, check_model, check_resumable, describe_layout, layout_of, rank_seed
 from exp.trainer import Trainer, TrainingAborted, autocast
@@ -169,19 +169,12 @@ class Exp:
         fits, how = sizes[smallest]
         if rt.distributed:
             how += f" (process {smallest}, the tightest of {rt.world_size})"
-        size = for_target(fits, plan.target // plan.world_size if plan.target % plan.world_size == 0 else None)
-        if size != fits:
-            how += f"; {fits} would fit, {size} divides the target"
-        sized = plan_accumulation(size, None, False, plan.target, plan.world_size, sizing=f"--batch_size auto, {how}")
-        if self.args.log_grad_noise and sized.steps < 2:
-            raise UserError(f"--log_grad_noise: --batch_size auto chose micro-batch {size}, the whole --target_batch_size "
-                            f"{plan.target} in one step; it needs >= 2 accumulation steps, so give --batch_size yourself")  # fmt: skip
-        return sized
+        return sized_plan(plan, fits, how, self.args.log_grad_noise)
 
     def _eval_batch_size(self) -> int:
         """Evaluation keeps within the memory budget of --batch_size auto: its batches are no larger
         than the training micro-batch (a forward without a backward needs less)."""
-        return min(EVAL_BATCH_SIZE, self.plan.batch_size) if self.plan.sizing.startswith("--batch_size auto") else EVAL_BATCH_SIZE
+        return min(EVAL_BATCH_SIZE, self.plan.batch_size) if self.args.batch_size == "auto" else EVAL_BATCH_SIZE
 
     def _autocast(self):
         return autocast(self.device, self.amp_dtype)

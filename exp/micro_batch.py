@@ -68,11 +68,8 @@ def saved_bytes(model: torch.nn.Module, batch, autocast: Callable) -> int:
     return sum(storages.values())
 
 
-def state_bytes(model: torch.nn.Module, optimizer: str, gradient_copies: int) -> int:
-    """Gradients, optimizer state and extra gradient copies (``--log_grad_noise``): memory the
-    training adds on top of the weights, whatever the micro-batch."""
-    weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    return weights * (1 + OPTIMIZER_STATES[optimizer] + gradient_copies)
+def trainable_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
 
 
 def largest_fitting(cap: int, guess: int, fits: Callable[[int], bool]) -> int:
@@ -113,9 +110,11 @@ class MicroBatchSizer:
     def __init__(self, model, dataset, device: torch.device, autocast: Callable, args, cap: int, world_size: int = 1):
         self.model, self.dataset, self.device, self.autocast, self.cap = model, dataset, device, autocast, cap
         self.fraction, self.budget_mb = args.max_memory_fraction, args.max_memory_mb
-        # Gradient copies besides .grad: --log_grad_noise's; with several processes DDP's buckets and the flat all-reduce.
-        copies = int(args.log_grad_noise) + (2 if world_size > 1 else 0)
-        self.state = state_bytes(model, args.optimizer, copies)
+        # What training adds to the weights whatever the micro-batch: the gradients, the optimizer state and the
+        # extra gradient copies (--log_grad_noise's; with several processes DDP's buckets and the flat all-reduce).
+        weights, copies = trainable_bytes(model), int(args.log_grad_noise) + (2 if world_size > 1 else 0)
+        self.after_first_update = weights * (OPTIMIZER_STATES[args.optimizer] + copies)  # not in a probe's peak
+        self.state = weights + self.after_first_update
 
     def per_window_estimate(self) -> float:
         small, large = ESTIMATE_WINDOWS
@@ -154,7 +153,6 @@ class MicroBatchSizer:
 
         total = torch.cuda.get_device_properties(self.device).total_memory
         budget = int(self.fraction * total)
-        optimizer_state = self.state - sum(p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad)
         peaks: dict[int, int] = {}
 
         def fits(size: int) -> bool:
@@ -171,7 +169,7 @@ class MicroBatchSizer:
                 return False
             finally:
                 self.model.zero_grad(set_to_none=True)
-            peaks[size] = torch.cuda.max_memory_allocated(self.device) + optimizer_state  # grads are in the peak already
+            peaks[size] = torch.cuda.max_memory_allocated(self.device) + self.after_first_update  # grads are in the peak already
             return peaks[size] <= budget
 
         guess = math.floor(max(budget - self.state, 0) / self.per_window_estimate())
@@ -187,6 +185,22 @@ class MicroBatchSizer:
             f"probed on {torch.cuda.get_device_name(self.device)}: peak {peaks[largest] / MiB:.0f} MiB within "
             f"--max_memory_fraction {self.fraction:g} ({budget / MiB:.0f} MiB)"
         )
+
+
+def sized_plan(plan, fits: int, how: str, log_grad_noise: bool = False):
+    """The plan for a micro-batch of at most ``fits`` (the smallest any process measured) that
+    keeps ``plan``'s target: a divisor of each process's share where ``for_target`` allows."""
+    from exp.accumulation import plan_accumulation
+
+    share = plan.target // plan.world_size if plan.target % plan.world_size == 0 else None
+    size = for_target(fits, share)
+    if size != fits:
+        how += f"; {fits} would fit, {size} divides the target"
+    sized = plan_accumulation(size, None, False, plan.target, plan.world_size, sizing=f"--batch_size auto, {how}")
+    if log_grad_noise and sized.steps < 2:
+        raise UserError(f"--log_grad_noise: --batch_size auto chose micro-batch {size}, the whole --target_batch_size "
+                        f"{plan.target} in one step; it needs >= 2 accumulation steps, so give --batch_size yourself")  # fmt: skip
+    return sized
 
 
 def kept_on_resume(args, setting: str, plan, runtime):

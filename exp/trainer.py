@@ -243,7 +243,7 @@ class Trainer:
         # A process whose share of this micro-batch is empty runs a stand-in sample with weight 0.
         share = 0 if self.train_loader.sampler.placeholder(step.epoch, step.batch) else 1
         # The window's normaliser over all processes, not this micro-batch's size: summed over the
-        # window (and over processes: DDP averages, hence x world size) this is exactly the
+        # window (and over processes: average_gradients averages, hence x world size) this is exactly the
         # large-batch mean.
         self.scaler.scale(total * (share * self.plan.world_size / step.normaliser)).backward()
         if self.noise is not None:  # this micro-batch's own mean gradient: what the backward added, rescaled
