@@ -94,6 +94,8 @@ def epochs_or_auto(text: str) -> int | str:
 
 # The models that gain from --derived_signals on the real AHU files and the simulator (benchmarks/README.md).
 DERIVED_SIGNALS_DEFAULT = {"DualGAFNet": "auto"}
+# The models whose validation macro-F1 on the real AHU files rose with jitter (benchmarks/README.md); 0 for the others.
+AUGMENT_JITTER_DEFAULT = {"ResNet1D": 0.05}
 
 
 def size_or_auto(text: str) -> int | str:
@@ -325,6 +327,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=4,
         help="leak-free split: each segment is cut into blocks of this many windows, dealt train,train,train,val,test",
     )
+    add(
+        g,
+        "--augment_shift",
+        role=RECIPE,
+        type=non_negative_int(100_000),
+        default=0,
+        metavar="ROWS",
+        help="augment the training windows: each epoch, move every window up to this many rows earlier or later, "
+        "inside its own training block (0: off)",
+    )
+    add(g, "--augment_jitter", role=RECIPE, type=_number(float, 0.0, 10.0, name="a number"), default=None, metavar="STD",
+        help="augment the training windows: Gaussian noise of this standard deviation (scaled units) on every value, drawn "
+        "each epoch; 0: off (default: " + ", ".join(f"{v:g} for {m}" for m, v in AUGMENT_JITTER_DEFAULT.items())
+        + ", 0 for the other models, as measured on the real AHU files)")  # fmt: skip
+    add(g, "--augment_scale", role=RECIPE, type=_number(float, 0.0, 10.0, name="a number"), default=0.0, metavar="STD",
+        help="augment the training windows: multiply each sensor of a window by 1 + N(0, STD^2), drawn each epoch (0: off)")  # fmt: skip
     add(g, "--sim_days", role=RECIPE, type=_number(int, 1, 365, name="an integer"), default=12, help="simulator: days per class")
     add(g, "--sim_seed", role=RECIPE, type=non_negative_int(2**31 - 1), default=0, help="simulator: seed of the simulated building")
     add(
@@ -724,6 +742,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
         args.derived_signals = "auto"
     if args.derived_signals is None:
         args.derived_signals = DERIVED_SIGNALS_DEFAULT.get(args.model, "off")
+    if args.augment_jitter is None:
+        args.augment_jitter = AUGMENT_JITTER_DEFAULT.get(args.model, 0.0)
     asked = {"derived_signals", "sensor_roles"} & tsl.typed_flags(argv)
     if args.derived_signals == "auto" and asked and args.data_path and not args.predict and Path(args.data_path).suffix.lower() == ".ts":
         parser.error(f"argument --{sorted(asked)[0]}: UEA files hold ready-cut samples without sensor names; use it with sensor logs")

@@ -5,9 +5,14 @@ split, --step 96 and a stride of half a window, it prints macro-F1 and accuracy 
   * our best model and our DualGAFNet (the runner's defaults otherwise), and
   * a random forest (300 trees) on per-window statistics: mean, std, min, max and last minus
     first of every channel,
-all on the same windows and split, each the mean (and spread) of 3 seeds.
+all on the same windows and split, each the mean (and spread) of 3 seeds: the validation
+macro-F1 (what options are chosen on) beside the test figures (reported, never chosen on).
 
     python benchmarks/lbnl_accuracy.py [--seeds 3] [--files SZCAV SZVAV MZVAV-2-1] [--best ResNet1D] [--train_stride 12]
+    python benchmarks/lbnl_accuracy.py --seeds 9 --ensemble 3 --jobs 8   # + ensembles of 3 seeds, 8 runs at once
+
+--ensemble K also scores the mean class probabilities of K consecutive seeds (what --itr K
+--ensemble gives a user). --jobs runs that many trainings at once in separate processes.
 
 --train_stride cuts the training windows more densely for the forest and our models alike
 (pass it here, not in --extra, which reaches our models only).
@@ -20,9 +25,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import multiprocessing
+import os
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,13 +39,14 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from data_provider.data_factory import build_data  # noqa: E402
+from exp.evaluation import evaluate  # noqa: E402
 from exp.exp import Exp  # noqa: E402
 from models.layers import window_statistics  # noqa: E402
 from run import build_parser, validate  # noqa: E402
 from utils.metrics import classification_report  # noqa: E402
 from utils.seed import seed_everything  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "lbnl_ahu"
+DATA = Path(os.environ.get("LBNL_DATA", ROOT.parent / "shared" / "data" / "lbnl_ahu"))  # LBNL_DATA: the files elsewhere
 LABEL = "Fault Detection Ground Truth"
 
 
@@ -65,26 +74,47 @@ def forest_features(dataset) -> tuple[np.ndarray, np.ndarray]:
 def random_forest(data, seed: int) -> dict:
     from sklearn.ensemble import RandomForestClassifier
 
-    x_train, y_train = forest_features(data.train)
+    forest = RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=-1).fit(*forest_features(data.train))
+    x_val, y_val = forest_features(data.val)
     x_test, y_test = forest_features(data.test)
-    forest = RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=-1).fit(x_train, y_train)
-    return classification_report(y_test, forest.predict(x_test), data.num_classes)
+    report = classification_report(y_test, forest.predict(x_test), data.num_classes)
+    report["val_macro_f1"] = classification_report(y_val, forest.predict(x_val), data.num_classes)["macro_f1"]
+    return report
 
 
-def ours(name: str, model_flags: list[str], seed: int, tmp: Path, train_stride: int = 48) -> dict:
-    outputs = ["--checkpoints", str(tmp / "ckpt"), "--results", str(tmp / "res")]
+def ours(name: str, model_flags: list[str], seed: int, tmp: Path, train_stride: int = 48, threads: int = 0) -> dict:
+    """One training run; its test and validation figures and the class probabilities of its best
+    model on both splits (for the ensembles of seeds)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    outputs = ["--checkpoints", str(tmp / "ckpt"), "--results", str(tmp / "res"), "--overwrite"]
     args = parse([*data_flags(name, train_stride), *model_flags, "--seed", str(seed), *outputs])
     with contextlib.redirect_stdout(io.StringIO()):
         data = build_data(args)
         seed_everything(seed)
         exp = Exp(args, data)
         exp.train(f"{name}_{seed}")
-        metrics = exp.test(f"{name}_{seed}")
-    return {"macro_f1": metrics["test_macro_f1"], "accuracy": metrics["test_accuracy"]}
+        metrics = exp.test(f"{name}_{seed}")  # leaves the best model loaded
+        val, test = (evaluate(exp.bare_model, loader, exp.device, exp.trainer.autocast, exp.runtime, data.num_classes,
+                              probabilities=True) for loader in (exp.val_loader, exp.test_loader))  # fmt: skip
+    return {"macro_f1": metrics["test_macro_f1"], "accuracy": metrics["test_accuracy"], "val_macro_f1": val["macro_f1"],
+            "val": (val["y_true"], val["probs"]), "test": (test["y_true"], test["probs"])}  # fmt: skip
 
 
-def summarise(scores: list[dict], key: str) -> str:
-    values = [s[key] for s in scores]
+def ensembles(scores: list[dict], size: int, split: str) -> list[float]:
+    """Macro-F1 of the mean class probabilities of consecutive groups of ``size`` seeds."""
+    groups = [scores[i : i + size] for i in range(0, len(scores) - size + 1, size)]
+    out = []
+    for group in groups:
+        y_true = group[0][split][0]
+        mean = np.mean([s[split][1] for s in group], axis=0)
+        out.append(classification_report(y_true, mean.argmax(-1), mean.shape[1])["macro_f1"])
+    return out
+
+
+def summarise(values: list[float]) -> str:
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.3f} ± {spread:.3f}"
 
@@ -94,31 +124,50 @@ def main() -> None:
     p.add_argument("--files", nargs="+", default=["SZCAV", "SZVAV", "MZVAV-2-1"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--best", default="ResNet1D", help="our best model (for --data, the model's format is used)")
+    p.add_argument("--models", nargs="+", default=None, help="our models to run (default: --best and DualGAFNet)")
     p.add_argument("--train_stride", type=int, default=48, help="stride of the training windows (forest and models alike)")
     p.add_argument("--extra", default="", help="extra run.py flags for our models, e.g. '--train_epochs 40'")
+    p.add_argument("--ensemble", type=int, default=0, help="also score ensembles of this many consecutive seeds (mean probabilities)")
+    p.add_argument("--jobs", type=int, default=1, help="training runs at once, in separate processes")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (default: torch's own)")
+    p.add_argument("--no_forest", action="store_true", help="leave out the random forest")
     p.add_argument("--work", default="/tmp/lbnl_benchmark", help="scratch folder for checkpoints and results")
     opts = p.parse_args()
     if not DATA.is_dir():
         sys.exit(f"LBNL data not found at {DATA}")
     extra = opts.extra.split()
-    contenders = {f"ours: {opts.best}": ["--model", opts.best, *extra], "ours: DualGAFNet": ["--model", "DualGAFNet", *extra]}
+    models = opts.models or [opts.best, "DualGAFNet"]
+    contenders = {f"ours: {m}": ["--model", m, *extra] for m in models}
     seeds = [2021 + i for i in range(opts.seeds)]
-    print(f"{'file':<10} {'model':<22} {'macro-F1':>15} {'accuracy':>15} {'seconds':>8}")
+    tasks = {(name, label, seed): (name, flags, seed, Path(opts.work) / name / label.split()[-1], opts.train_stride, opts.threads)
+             for name in opts.files for label, flags in contenders.items() for seed in seeds}  # fmt: skip
+    started = time.time()
+    if opts.jobs > 1:
+        with ProcessPoolExecutor(opts.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {key: pool.submit(ours, *task) for key, task in tasks.items()}
+            runs = {key: future.result() for key, future in futures.items()}
+    else:
+        runs = {key: ours(*task) for key, task in tasks.items()}
+    print(f"{len(runs)} training runs in {time.time() - started:.0f} s ({opts.jobs} at once); extra flags: {opts.extra or '(none)'}")
+    ens = f" {'ensemble val':>15} {'ensemble test':>15}" if opts.ensemble else ""
+    print(f"{'file':<10} {'model':<22} {'val macro-F1':>15} {'test macro-F1':>15} {'test accuracy':>15}{ens}")
     for name in opts.files:
-        with contextlib.redirect_stdout(io.StringIO()):
-            data = build_data(parse([*data_flags(name, opts.train_stride), "--data", "Classification"]))
-        started = time.time()
-        forest = [random_forest(data, seed) for seed in seeds]
-        rows = {"random forest (stats)": (forest, time.time() - started)}
-        for label, flags in contenders.items():
-            started = time.time()
-            work = Path(opts.work) / name / label.split()[-1]
-            rows[label] = ([ours(name, flags, seed, work, opts.train_stride) for seed in seeds], time.time() - started)
-        for label, (scores, seconds) in rows.items():
-            print(
-                f"{name:<10} {label:<22} {summarise(scores, 'macro_f1'):>15} {summarise(scores, 'accuracy'):>15} {seconds:8.0f}", flush=True
-            )
-        print(f"{name:<10} {len(data.train)} train / {len(data.val)} val / {len(data.test)} test windows, {data.num_classes} classes")
+        rows = {}
+        if not opts.no_forest:
+            with contextlib.redirect_stdout(io.StringIO()):
+                data = build_data(parse([*data_flags(name, opts.train_stride), "--data", "Classification"]))
+            rows["random forest (stats)"] = [random_forest(data, seed) for seed in seeds]
+        for label in contenders:
+            rows[label] = [runs[(name, label, seed)] for seed in seeds]
+        for label, scores in rows.items():
+            val = summarise([s["val_macro_f1"] for s in scores]) if "val_macro_f1" in scores[0] else "-"
+            line = f"{name:<10} {label:<22} {val:>15} {summarise([s['macro_f1'] for s in scores]):>15} "
+            line += f"{summarise([s['accuracy'] for s in scores]):>15}"
+            if opts.ensemble and "val" in scores[0]:
+                line += "".join(f" {summarise(ensembles(scores, opts.ensemble, split)):>15}" for split in ("val", "test"))
+            print(line, flush=True)
+        if not opts.no_forest:
+            print(f"{name:<10} {len(data.train)} train / {len(data.val)} val / {len(data.test)} test windows, {data.num_classes} classes")
 
 
 if __name__ == "__main__":

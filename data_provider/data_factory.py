@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from data_provider.augment import Augmentation
+from data_provider.augment import describe as describe_augmentation
 from data_provider.batches import DualGAFBatch, GraphBatch, WindowBatch
 from data_provider.graph import correlation_adjacency
 from data_provider.sampler import EpochBatchSampler
@@ -23,6 +25,7 @@ from data_provider.uea import is_uea, load_uea, stack, stratified_holdout, ts_pa
 from data_provider.windows import (
     BLOCK_PATTERN,
     SPLITS,
+    WindowIndex,
     blocked_split,
     chronological_split,
     find_segments,
@@ -114,6 +117,7 @@ class WindowDataset(Dataset):
     def __init__(self, values: torch.Tensor, starts: np.ndarray, labels: np.ndarray, length: int, fmt, valid=None):
         self.values, self.starts, self.labels, self.fmt = values, starts, labels, fmt
         self.valid = valid  # [rows] bool: False on padding (unequal-length series), or None
+        self.augment = None  # training split only: an Augmentation (data_provider/augment.py), drawn per epoch
         self.offsets = torch.arange(length)
         # The same starts and labels as tensors, on the device of ``values`` (see ``to``).
         self.start_rows, self.label_ids = torch.as_tensor(starts), torch.as_tensor(labels, dtype=torch.long)
@@ -125,9 +129,17 @@ class WindowDataset(Dataset):
         """``index``: window numbers (a number, a numpy array, or a tensor on the device of ``values``)."""
         if not isinstance(index, torch.Tensor):
             index = torch.as_tensor(np.atleast_1d(np.asarray(index)))
-        rows = self.start_rows[index][:, None] + self.offsets
+        augment = self.augment if self.augment is not None and self.augment.epoch is not None else None  # drawn for an epoch
+        starts = self.start_rows[index] if augment is None else augment.window_starts(index)
+        rows = starts[:, None] + self.offsets
         mask = None if self.valid is None else self.valid[rows]
-        return self.fmt.make_batch(self.values[rows], self.label_ids[index], mask)
+        x = self.values[rows] if augment is None else augment(self.values[rows], index)
+        return self.fmt.make_batch(x, self.label_ids[index], mask)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Windows as augmented in ``epoch`` (nothing to do without augmentation)."""
+        if self.augment is not None:
+            self.augment.set_epoch(epoch, len(self.offsets), self.values.shape[1], self.values.dtype)
 
     def to(self, device: torch.device, memo: dict | None = None) -> WindowDataset:
         """A copy whose tensors (and the format's, such as the sensor graph) live on ``device``;
@@ -141,6 +153,7 @@ class WindowDataset(Dataset):
                     memo[id(value)] = value.to(device)
                 setattr(moved, name, memo[id(value)])
         moved.fmt = self.fmt.on(device)
+        moved.augment = None if self.augment is None else self.augment.to(device)
         return moved
 
 
@@ -262,6 +275,17 @@ def check_channels(train_rows: np.ndarray, channels: list[str], source: str) -> 
         print(f"note: constant over the training rows (carry no information): {', '.join(constant)}", flush=True)
 
 
+def augmentation(args, train: WindowIndex) -> Augmentation | None:
+    """The training windows' augmentation asked for by the --augment_* flags, or None."""
+    if not (args.augment_shift or args.augment_jitter or args.augment_scale):
+        return None
+    augment = Augmentation(args.augment_shift, args.augment_jitter, args.augment_scale, args.seed, train.starts, train.first, train.last)
+    if args.augment_shift and not augment.room:
+        print(f"note: --augment_shift {args.augment_shift}: no training window can move (--split {args.split} leaves no room)", flush=True)
+    print(f"Augmentation of the training windows: {describe_augmentation(args)}", flush=True)
+    return augment
+
+
 def build_data(args) -> DataBundle:
     if args.data_path and is_uea(args.root_path, args.data_path):
         return build_uea(args)
@@ -289,6 +313,7 @@ def build_data(args) -> DataBundle:
     fmt.fit(scaler.transform(train_rows))
     values = torch.as_tensor(scaler.transform(table.values), dtype=dtype)
     datasets = {name: WindowDataset(values, split[name].starts, split[name].labels, args.step, fmt) for name in SPLITS}
+    datasets["train"].augment = augmentation(args, split["train"])
     return DataBundle(**datasets, class_names=table.class_names, channels=table.channels, fmt=fmt, source=table.source,
                       seq_len=args.step, scaler=scaler, times=table.times, derived=table.derived)  # fmt: skip
 
@@ -308,7 +333,7 @@ def make_loader(
     """Training batches in the seed-and-epoch order; ``batch_size`` is the global micro-batch,
     of which this process gets its share. ``resident``: every batch is cut where the split lives
     (see ``ResidentLoader``; ``DataBundle.splits_on`` puts the splits on the device)."""
-    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, rank, world_size)
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, rank, world_size, on_epoch=dataset.set_epoch)
     if resident:
         return ResidentLoader(dataset, sampler)
     return _loader(dataset, sampler, num_workers, pin_memory, generator)

@@ -23,15 +23,18 @@ from torch.utils.data import Sampler
 
 
 class EpochBatchSampler(Sampler):
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, on_epoch=None):
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
+        self.on_epoch = on_epoch  # told each epoch the loop starts (the dataset draws its augmentation)
         self.epoch, self.skip = 0, 0
         self._cached: tuple[int, list[np.ndarray]] | None = None
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         """Iterate over ``epoch``'s batches, leaving out the first ``skip`` (resume)."""
         self.epoch, self.skip = epoch, skip
+        if self.on_epoch is not None:
+            self.on_epoch(epoch)
 
     def resize(self, batch_size: int) -> None:
         """Cut batches of another size from now on (out-of-memory recovery)."""

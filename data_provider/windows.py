@@ -48,10 +48,17 @@ def find_segments(labels: np.ndarray, breaks: np.ndarray | None = None) -> list[
 
 @dataclass
 class WindowIndex:
-    """Window start rows and labels of one split."""
+    """Window start rows and labels of one split, and for each window the range its start may
+    move in without leaving its block (``first`` to ``last``; the start itself where nothing may)."""
 
     starts: np.ndarray
     labels: np.ndarray
+    first: np.ndarray | None = None
+    last: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.first = self.starts if self.first is None else self.first
+        self.last = self.starts if self.last is None else self.last
 
     def rows(self, length: int) -> np.ndarray:
         """Every row covered by at least one window (for fitting scalers on this split)."""
@@ -72,15 +79,20 @@ def _stride(split: str, stride: int, train_stride: int | None) -> int:
     return train_stride if split == "train" and train_stride else stride
 
 
-def _collect(parts: dict[str, list[tuple[np.ndarray, int]]]) -> dict[str, WindowIndex]:
+def _collect(parts: dict[str, list[tuple]]) -> dict[str, WindowIndex]:
+    """``parts[split]``: (starts, label) or (starts, label, (first row, end row) of their block)."""
+    join = lambda arrays: np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, dtype=np.int64)  # noqa: E731
     out = {}
     for name in SPLITS:
-        starts = [s for s, _ in parts[name]]
-        labels = [np.full(len(s), label) for s, label in parts[name]]
-        out[name] = WindowIndex(
-            np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, dtype=np.int64),
-            np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, dtype=np.int64),
-        )
+        starts, labels, first, last = [], [], [], []
+        for part in parts[name]:
+            s, label = part[0], part[1]
+            block = part[2] if len(part) > 2 else None
+            starts.append(s)
+            labels.append(np.full(len(s), label))
+            first.append(s if block is None else np.full(len(s), block[0]))
+            last.append(s if block is None else np.full(len(s), block[1]))
+        out[name] = WindowIndex(join(starts), join(labels), join(first), join(last))
     return out
 
 
@@ -95,7 +107,8 @@ def blocked_split(
         while seg.end - pos >= length:
             block_end = min(pos + block_rows, seg.end)
             name = pattern[blocks_seen[seg.label] % len(pattern)]
-            parts[name].append((window_starts(pos, block_end, length, _stride(name, stride, train_stride)), seg.label))
+            starts = window_starts(pos, block_end, length, _stride(name, stride, train_stride))
+            parts[name].append((starts, seg.label, (pos, block_end - length)))
             blocks_seen[seg.label] += 1
             pos = block_end
     return _collect(parts)
@@ -110,7 +123,7 @@ def chronological_split(
         cut1 = seg.start + round(shares[0] * rows)
         cut2 = seg.start + round((shares[0] + shares[1]) * rows)
         for name, (a, b) in zip(SPLITS, ((seg.start, cut1), (cut1, cut2), (cut2, seg.end))):
-            parts[name].append((window_starts(a, b, length, _stride(name, stride, train_stride)), seg.label))
+            parts[name].append((window_starts(a, b, length, _stride(name, stride, train_stride)), seg.label, (a, b - length)))
     return _collect(parts)
 
 
