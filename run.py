@@ -102,6 +102,21 @@ def size_or_auto(text: str) -> int | str:
     return text if text == "auto" else positive_int(1_000_000)(text)
 
 
+def _spelled(choices: dict[str, str], what: str):
+    """A type that takes a name or the character itself (comma or ',') and gives the character."""
+
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return choices[text]
+
+    return parse
+
+
+separator = _spelled({"comma": ",", ",": ",", "semicolon": ";", ";": ";", "tab": "\t", "\\t": "\t", "\t": "\t"}, "comma, semicolon or tab")
+decimal_mark = _spelled({"point": ".", ".": ".", "comma": ",", ",": ","}, "point or comma")
+
+
 def device_name(text: str) -> str:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", text):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
@@ -268,6 +283,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="ffill",
         help="empty cells, spreadsheet errors (#VALUE!) and infinities in sensor columns: carry the last value "
         "forward / interpolate linearly (both inside their segment) / drop the row (cutting the segment)",
+    )
+    add(g, "--csv_sep", role=RUN, type=separator, default=None, metavar="SEP",
+        help="CSV: column separator, comma, semicolon or tab (default: detected from the first lines)")  # fmt: skip
+    add(g, "--csv_decimal", role=RUN, type=decimal_mark, default=None, metavar="MARK",
+        help="CSV: decimal mark of the numbers, point or comma (default: detected; a comma needs --csv_sep semicolon or tab)")  # fmt: skip
+    add(
+        g,
+        "--duplicates",
+        role=RECIPE,
+        choices=("first", "last", "mean"),
+        default=None,
+        help="CSV: rows that repeat a time with other values (overlapping exports, the daylight-saving hour of local time) "
+        "are refused unless this says which to keep: the first, the last, or the mean of their sensor values; rows "
+        "identical in every cell are always dropped, with a note",
     )
     add(
         g,

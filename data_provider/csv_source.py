@@ -1,9 +1,15 @@
 """Reading a sensor log from CSV, as building-automation exports really are.
 
-* Header names are stripped (exports carry trailing spaces).
+* The separator (comma, semicolon, tab) and the decimal mark (point or comma, as European
+  spreadsheets write) are detected from the first lines; ``--csv_sep`` / ``--csv_decimal``
+  override. Header names are stripped (exports carry trailing spaces).
 * Times in mixed formats (``3/18/17``, ``3/18/2017 0:00``, ISO, with or without a zone) or as
   epoch seconds; rows out of order are sorted; a gap larger than 1.5x the usual interval cuts a
   segment.
+* Repeated times: exact duplicate rows (two exports that overlap) are dropped with a note; rows
+  that repeat a time with other values are refused unless ``--duplicates first|last|mean`` says
+  how to keep one row per time (a repeated span of one hour is named as the daylight-saving
+  hour of a local-time log).
 * Empty cells and spreadsheet error strings (``#VALUE!``, ``#DIV/0!``, ...) and infinities in
   sensor columns are counted, reported, and then handled by ``--missing``:
   ``ffill`` (default) carries the last value forward inside its segment (the first rows of a
@@ -19,6 +25,7 @@ line number in the file, header = line 1).
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +39,23 @@ ERROR_STRINGS = re.compile(r"^#(VALUE!|DIV/0!|N/A|NAME\?|NULL!|NUM!|REF!|ERROR!?
 EMPTY_WORDS = {"", "nan", "na", "n/a", "null", "none", "-", "?"}
 TIME_NAMES = ("datetime", "timestamp", "time", "date")
 NUMERIC_SHARE = 0.9  # a column is a sensor when this share of its non-empty cells are numbers
+SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab"}
+SNIFF_LINES = 200  # lines read to detect the separator and the decimal mark
+DECIMAL_COMMA = re.compile(r"^([-+]?\d*),(\d+(?:[eE][-+]?\d+)?)$")
+DECIMAL_POINT = re.compile(r"^[-+]?\d*\.\d+(?:[eE][-+]?\d+)?$")
 NORMAL = "normal"
 UNLISTED_FAULT = "fault (not in inventory)"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a CSV file writes its cells: separator and decimal mark."""
+
+    sep: str = ","
+    decimal: str = "."
+
+    def describe(self) -> str:
+        return f"{SEPARATORS[self.sep]}-separated, decimal {'comma' if self.decimal == ',' else 'point'}"
 
 
 @dataclass
@@ -44,6 +66,29 @@ class CsvTable:
     breaks: np.ndarray  # [rows] bool: a new segment starts here whatever the label
     channels: list[str]
     notes: list[str] = field(default_factory=list)
+    dialect: Dialect = field(default_factory=Dialect)
+
+
+def sniff_dialect(path: Path, sep: str | None = None, decimal: str | None = None) -> Dialect:
+    """The separator whose split gives every one of the first lines the same number (> 1) of
+    fields (the most fields if several do; else the comma), and the decimal comma when the
+    numbers there are written with one (never with the comma as separator)."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+            lines = [line for _, line in zip(range(SNIFF_LINES), f) if line.strip()]
+    except OSError:
+        lines = []  # read_strings names the problem
+    if sep is None:
+        widths = {s: {len(row) for row in csv.reader(lines, delimiter=s)} for s in SEPARATORS}
+        even = {s: w.pop() for s, w in widths.items() if len(w) == 1 and max(w) > 1}
+        sep = max(even, key=even.get) if even else ","
+    if decimal is None:
+        cells = [cell.strip() for row in csv.reader(lines[1:], delimiter=sep) for cell in row]
+        with_comma = sum(bool(DECIMAL_COMMA.match(c)) for c in cells)
+        decimal = "," if sep != "," and with_comma > sum(bool(DECIMAL_POINT.match(c)) for c in cells) else "."
+    if sep == decimal:
+        raise UserError("--csv_decimal: a decimal comma needs another separator than the comma (--csv_sep semicolon or tab)")
+    return Dialect(sep, decimal)
 
 
 def line_of(row: int) -> int:
@@ -51,13 +96,16 @@ def line_of(row: int) -> int:
     return row + 2
 
 
-def read_strings(path: Path, flag: str) -> pd.DataFrame:
+def read_strings(path: Path, flag: str, dialect: Dialect | None = None) -> pd.DataFrame:
+    """Every cell as a stripped string (decimal commas turned into points); ``dialect``:
+    detected when not given."""
     if not path.exists():
         raise UserError(f"{flag}: file {path} does not exist")
     if path.is_dir():
         raise UserError(f"{flag}: {path} is a folder, not a CSV file")
+    dialect = dialect or sniff_dialect(path)
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        frame = pd.read_csv(path, sep=dialect.sep, dtype=str, keep_default_na=False, skipinitialspace=True)
     except PermissionError:
         raise UserError(f"{flag}: file {path} is not readable (permission denied)") from None
     except pd.errors.EmptyDataError:
@@ -65,14 +113,21 @@ def read_strings(path: Path, flag: str) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{flag}: cannot read {path} as CSV ({first})") from None
-    header = [str(c).strip() for c in pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]]
+    header = [str(c).strip() for c in pd.read_csv(path, sep=dialect.sep, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]]
+    if len(header) == 1:  # every line in one column: the separator is not the one read with
+        others = [f"--csv_sep {name}" for s, name in SEPARATORS.items() if s != dialect.sep and s in header[0]]
+        hint = f"it looks {others[0].split()[-1]}-separated: pass {others[0]}" if others else "name the separator with --csv_sep"
+        raise UserError(f"{flag}: {path} reads as one column ({header[0][:60]!r}) when split at the {SEPARATORS[dialect.sep]}; {hint}")
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:  # pandas would silently rename the second one
         raise UserError(f"{flag}: {path} has the column '{duplicated[0]}' twice")
     frame.columns = header
     if frame.empty:
         raise UserError(f"{flag}: {path} has a header but no data rows")
-    return frame.apply(lambda col: col.str.strip())
+    frame = frame.apply(lambda col: col.str.strip())
+    if dialect.decimal == ",":
+        frame = frame.apply(lambda col: col.str.replace(DECIMAL_COMMA, r"\1.\2", regex=True))
+    return frame
 
 
 def parse_times(cells: pd.Series, path: Path, column: str) -> np.ndarray:
@@ -149,6 +204,44 @@ def time_breaks(times: np.ndarray) -> np.ndarray:
     return breaks
 
 
+def drop_exact_duplicates(frame: pd.DataFrame, times: np.ndarray | None) -> tuple[pd.DataFrame, np.ndarray | None, list[str]]:
+    """Rows identical in every cell (overlapping exports) are dropped, with a note."""
+    copies = frame.duplicated().to_numpy()
+    if not copies.any():
+        return frame, times, []
+    where = f"at {pd.Timestamp(times[copies][0])}" if times is not None else f"on line {line_of(np.flatnonzero(copies)[0])}"
+    keep = ~copies
+    return (frame[keep].reset_index(drop=True), None if times is None else times[keep],
+            [f"{int(copies.sum())} exact duplicate rows dropped (the first {where})"])  # fmt: skip
+
+
+def check_repeated_times(times: np.ndarray, rule: str | None, path: Path) -> list[str]:
+    """Rows that repeat a time with other values: refused without a ``--duplicates`` rule."""
+    repeats = pd.Series(times).duplicated().to_numpy()
+    if not repeats.any():
+        return []
+    first, count = pd.Timestamp(times[repeats][0]), int(repeats.sum())
+    if rule is not None:
+        return [f"{count} rows repeat the time of an earlier row with other values (the first at {first}): --duplicates {rule}"]
+    span = pd.Timedelta(times[repeats].max() - times[repeats].min())
+    hour = (span >= pd.Timedelta(minutes=45)) and (span <= pd.Timedelta(hours=1))
+    cause = "; the repeated times span one hour, as when daylight saving time ends in a log kept in local time" if hour else ""
+    raise UserError(
+        f"--data_path: {path}: {count} rows repeat the time of an earlier row with other values (the first at {first}){cause}; "
+        "pass --duplicates first|last|mean to keep one row per time"
+    )
+
+
+def one_row_per_time(values: pd.DataFrame, labels: np.ndarray, times: np.ndarray, rule: str):
+    """The first or last row of each repeated time, or the mean of its sensor values (label of the first)."""
+    if rule == "mean":
+        group = pd.Series(times).ne(pd.Series(times).shift()).cumsum().to_numpy()  # times are sorted: repeats are adjacent
+        first = np.flatnonzero(np.diff(group, prepend=0))
+        return values.groupby(group, sort=False).mean().reset_index(drop=True), labels[first], times[first]
+    keep = ~pd.Series(times).duplicated(keep=rule).to_numpy()
+    return values[keep].reset_index(drop=True), labels[keep], times[keep]
+
+
 def fill_missing(values: pd.DataFrame, segment: np.ndarray, rule: str) -> pd.DataFrame:
     grouped = values.groupby(segment, sort=False)
     if rule == "interpolate":
@@ -166,8 +259,11 @@ def read_sensor_csv(
     inventory: Path | None,
     missing: str,
     labels_required: bool = True,
+    dialect: Dialect | None = None,
+    duplicates: str | None = None,
 ) -> CsvTable:
-    frame = read_strings(path, "--data_path")
+    dialect = dialect or sniff_dialect(path)
+    frame = read_strings(path, "--data_path", dialect)
     notes: list[str] = []
     has_labels = label_col in frame.columns
     if not has_labels and labels_required:
@@ -183,6 +279,10 @@ def read_sensor_csv(
             order = np.argsort(times, kind="stable")
             frame, times = frame.iloc[order].reset_index(drop=True), times[order]
             notes.append(f"rows sorted by '{time_col}'")
+    frame, times, dropped_notes = drop_exact_duplicates(frame, times)
+    notes += dropped_notes
+    if times is not None:
+        notes += check_repeated_times(times, duplicates, path)
 
     if has_labels:
         labels = frame[label_col]
@@ -228,9 +328,11 @@ def read_sensor_csv(
     if not columns:
         raise UserError(f"{path}: no numeric sensor columns besides '{label_col}'")
     values = pd.DataFrame(columns)
+    label_arr = np.asarray(label_list, dtype=object)
+    if times is not None and duplicates is not None:
+        values, label_arr, times = one_row_per_time(values, label_arr, times, duplicates)
 
     breaks = time_breaks(times) if times is not None else np.zeros(len(values), dtype=bool)
-    label_arr = np.asarray(label_list, dtype=object)
     change = np.concatenate(([True], label_arr[1:] != label_arr[:-1])) | breaks
     if report:
         cells = int(values.isna().sum().sum())
@@ -248,4 +350,5 @@ def read_sensor_csv(
             values = fill_missing(values, np.cumsum(change), missing)
     if len(values) < 2:
         raise UserError(f"{path}: only {len(values)} usable row(s)")
-    return CsvTable(values.to_numpy(dtype=np.float64), label_arr.tolist() if has_labels else None, times, breaks, list(columns), notes)
+    return CsvTable(values.to_numpy(dtype=np.float64), label_arr.tolist() if has_labels else None, times, breaks, list(columns), notes,
+                    dialect)  # fmt: skip

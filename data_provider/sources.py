@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from data_provider import simulator
-from data_provider.csv_source import read_sensor_csv
+from data_provider.csv_source import read_sensor_csv, sniff_dialect
 from utils.checkpoint import atomic_write
 from utils.errors import UserError
 from utils.fdd import NORMAL_NAMES
@@ -83,7 +83,9 @@ def load_table(args) -> Table:
     path = Path(args.root_path) / args.data_path
     features = [c.strip() for c in args.feature_cols.split(",")] if args.feature_cols else None
     inventory = Path(args.root_path) / args.fault_inventory if args.fault_inventory else None
-    csv = read_sensor_csv(path, args.time_col, args.label_col, features, inventory, args.missing)
+    dialect = sniff_dialect(path, args.csv_sep, args.csv_decimal)
+    csv = read_sensor_csv(path, args.time_col, args.label_col, features, inventory, args.missing, dialect=dialect,
+                          duplicates=args.duplicates)  # fmt: skip
     names = class_order(csv.labels)
     if len(names) < 2:
         raise UserError(f"--label_col: column '{args.label_col}' of {path} holds one class only ({names[0]})")
@@ -94,7 +96,7 @@ def load_table(args) -> Table:
         breaks=csv.breaks,
         class_names=names,
         channels=csv.channels,
-        source=str(path),
+        source=f"{path} ({dialect.describe()})",
         notes=csv.notes,
         times=csv.times,
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_provider.csv_source import read_sensor_csv
+from data_provider.csv_source import read_sensor_csv, sniff_dialect
 from data_provider.windows import find_segments, window_bounds, window_starts
 from exp.inference import load_predictor, prediction_table, probabilities, sampling_interval, write_predictions
 from exp.runtime import resolve_device
@@ -43,7 +43,10 @@ def predict(args) -> int:
     path = Path(args.root_path) / args.data_path
     features = [c.strip() for c in read.feature_cols.split(",")] if read.feature_cols else None
     inventory = Path(args.root_path) / args.fault_inventory if args.fault_inventory else None
-    log = read_sensor_csv(path, read.time_col, read.label_col, features, inventory, read.missing, labels_required=False)
+    dialect = sniff_dialect(path, args.csv_sep, args.csv_decimal)  # the new log's own, whatever the training file's
+    log = read_sensor_csv(path, read.time_col, read.label_col, features, inventory, read.missing, labels_required=False,
+                          dialect=dialect, duplicates=read.duplicates)  # fmt: skip
+    print(f"Reading {path} ({dialect.describe()})", flush=True)
     for note in log.notes:
         print(f"note: {note}", flush=True)
     values = _trained_columns(log, channels, path)
@@ -99,7 +102,7 @@ def csv_settings(args, trained: dict) -> argparse.Namespace:
 
     defaults = build_parser().parse_args([])
     return argparse.Namespace(**{flag: getattr(args, flag) if getattr(args, flag) != getattr(defaults, flag) else trained.get(flag)
-                                 for flag in ("time_col", "label_col", "feature_cols", "missing")})  # fmt: skip
+                                 for flag in ("time_col", "label_col", "feature_cols", "missing", "duplicates")})  # fmt: skip
 
 
 def _trained_columns(log, channels: list[str], path: Path) -> np.ndarray:
