@@ -257,6 +257,8 @@ def build_uea(args) -> DataBundle:
         starts = (offset + np.arange(len(ys))) * length
         datasets[name] = WindowDataset(values, starts, ys, length, fmt, valid)
         offset += len(ys)
+    train = datasets["train"]
+    train.augment = augmentation(args, WindowIndex(train.starts, train.labels))  # ready-cut: jitter and scale, no room to shift
     channels = [f"dim_{d}" for d in range(train_set.dims)]
     lengths = {len(s) for s in train_set.series + test_set.series}
     unequal = "" if len(lengths) == 1 else ", unequal lengths " + ("padded and masked" if fmt.pads else "resampled")

@@ -101,3 +101,17 @@ def test_jitter_is_on_by_default_for_resnet1d_only():
     assert make_args("--model", "GNN").augment_jitter == 0.0
     assert make_args("--data", "Classification", "--augment_jitter", "0").augment_jitter == 0.0
     assert build_data(make_args("--data", "DualGAF")).train.augment is None
+
+
+def test_ready_cut_uea_samples_get_jitter_but_no_shift(tmp_path, capsys):
+    from tests.test_uea import uea_args, write_toy
+
+    write_toy(tmp_path)
+    data = build_data(uea_args(tmp_path, "--model", "ResNet1D", "--augment_shift", "4"))
+    out = capsys.readouterr().out
+    assert "--augment_shift 4: no training window can move" in out and "jitter 0.05" in out
+    index = torch.arange(len(data.train))
+    plain = data.train[index].x
+    data.train.set_epoch(0)
+    assert torch.equal(data.train.augment.window_starts(index), data.train.start_rows)  # nothing moved
+    assert not torch.equal(data.train[index].x, plain)  # but the values are jittered
