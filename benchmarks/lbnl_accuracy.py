@@ -155,7 +155,7 @@ def main() -> None:
         rows = {}
         if not opts.no_forest:
             with contextlib.redirect_stdout(io.StringIO()):
-                data = build_data(parse([*data_flags(name, opts.train_stride), "--data", "Classification"]))
+                data = build_data(parse([*data_flags(name, opts.train_stride), "--data", "Classification", "--augment_jitter", "0"]))
             rows["random forest (stats)"] = [random_forest(data, seed) for seed in seeds]
         for label in contenders:
             rows[label] = [runs[(name, label, seed)] for seed in seeds]

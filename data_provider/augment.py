@@ -61,6 +61,11 @@ class Augmentation:
         }
         self.epoch = epoch
 
+    def describe(self) -> str:
+        parts = [f"shift up to {self.shift} rows" if self.shift else "", f"jitter {self.jitter:g}" if self.jitter else "",
+                 f"scale {self.scale:g}" if self.scale else ""]  # fmt: skip
+        return ", ".join(p for p in parts if p)
+
     def window_starts(self, index: torch.Tensor) -> torch.Tensor:
         return self.draws["starts"][index]
 
@@ -72,10 +77,3 @@ class Augmentation:
         if d["noise"] is not None:
             x = x + d["noise"][d["pick"][index]]
         return x
-
-
-def describe(args) -> str:
-    parts = [f"shift up to {args.augment_shift} rows" if args.augment_shift else "",
-             f"jitter {args.augment_jitter:g}" if args.augment_jitter else "",
-             f"scale {args.augment_scale:g}" if args.augment_scale else ""]  # fmt: skip
-    return ", ".join(p for p in parts if p)

@@ -66,7 +66,6 @@ class CsvTable:
     breaks: np.ndarray  # [rows] bool: a new segment starts here whatever the label
     channels: list[str]
     notes: list[str] = field(default_factory=list)
-    dialect: Dialect = field(default_factory=Dialect)
 
 
 def sniff_dialect(path: Path, sep: str | None = None, decimal: str | None = None) -> Dialect:
@@ -235,9 +234,8 @@ def check_repeated_times(times: np.ndarray, rule: str | None, path: Path) -> lis
 def one_row_per_time(values: pd.DataFrame, labels: np.ndarray, times: np.ndarray, rule: str):
     """The first or last row of each repeated time, or the mean of its sensor values (label of the first)."""
     if rule == "mean":
-        group = pd.Series(times).ne(pd.Series(times).shift()).cumsum().to_numpy()  # times are sorted: repeats are adjacent
-        first = np.flatnonzero(np.diff(group, prepend=0))
-        return values.groupby(group, sort=False).mean().reset_index(drop=True), labels[first], times[first]
+        _, first, group = np.unique(times, return_index=True, return_inverse=True)  # times are sorted: groups in order
+        return values.groupby(group).mean().reset_index(drop=True), labels[first], times[first]
     keep = ~pd.Series(times).duplicated(keep=rule).to_numpy()
     return values[keep].reset_index(drop=True), labels[keep], times[keep]
 
@@ -262,7 +260,6 @@ def read_sensor_csv(
     dialect: Dialect | None = None,
     duplicates: str | None = None,
 ) -> CsvTable:
-    dialect = dialect or sniff_dialect(path)
     frame = read_strings(path, "--data_path", dialect)
     notes: list[str] = []
     has_labels = label_col in frame.columns
@@ -350,5 +347,4 @@ def read_sensor_csv(
             values = fill_missing(values, np.cumsum(change), missing)
     if len(values) < 2:
         raise UserError(f"{path}: only {len(values)} usable row(s)")
-    return CsvTable(values.to_numpy(dtype=np.float64), label_arr.tolist() if has_labels else None, times, breaks, list(columns), notes,
-                    dialect)  # fmt: skip
+    return CsvTable(values.to_numpy(dtype=np.float64), label_arr.tolist() if has_labels else None, times, breaks, list(columns), notes)

@@ -15,7 +15,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data_provider.augment import Augmentation
-from data_provider.augment import describe as describe_augmentation
 from data_provider.batches import DualGAFBatch, GraphBatch, WindowBatch
 from data_provider.graph import correlation_adjacency
 from data_provider.sampler import EpochBatchSampler
@@ -284,7 +283,7 @@ def augmentation(args, train: WindowIndex) -> Augmentation | None:
     augment = Augmentation(args.augment_shift, args.augment_jitter, args.augment_scale, args.seed, train.starts, train.first, train.last)
     if args.augment_shift and not augment.room:
         print(f"note: --augment_shift {args.augment_shift}: no training window can move (--split {args.split} leaves no room)", flush=True)
-    print(f"Augmentation of the training windows: {describe_augmentation(args)}", flush=True)
+    print(f"Augmentation of the training windows: {augment.describe()}", flush=True)
     return augment
 
 

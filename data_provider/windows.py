@@ -80,14 +80,13 @@ def _stride(split: str, stride: int, train_stride: int | None) -> int:
 
 
 def _collect(parts: dict[str, list[tuple]]) -> dict[str, WindowIndex]:
-    """``parts[split]``: (starts, label) or (starts, label, (first row, end row) of their block)."""
+    """``parts[split]``: (starts, label, block), block = (first, last) start a window of the block
+    may have, or None where windows may not move."""
     join = lambda arrays: np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, dtype=np.int64)  # noqa: E731
     out = {}
     for name in SPLITS:
         starts, labels, first, last = [], [], [], []
-        for part in parts[name]:
-            s, label = part[0], part[1]
-            block = part[2] if len(part) > 2 else None
+        for s, label, block in parts[name]:
             starts.append(s)
             labels.append(np.full(len(s), label))
             first.append(s if block is None else np.full(len(s), block[0]))
@@ -137,7 +136,7 @@ def random_split(segments: list[Segment], length: int, stride: int, seed: int, s
         starts = rng.permutation(np.concatenate(chunks))
         n_train, n_val = round(shares[0] * len(starts)), round(shares[1] * len(starts))
         for name, piece in zip(SPLITS, np.split(starts, [n_train, n_train + n_val])):
-            parts[name].append((np.sort(piece), label))
+            parts[name].append((np.sort(piece), label, None))  # overlapping windows: no block to move in
     return _collect(parts)
 
 

@@ -115,3 +115,22 @@ def test_ready_cut_uea_samples_get_jitter_but_no_shift(tmp_path, capsys):
     data.train.set_epoch(0)
     assert torch.equal(data.train.augment.window_starts(index), data.train.start_rows)  # nothing moved
     assert not torch.equal(data.train[index].x, plain)  # but the values are jittered
+
+
+@pytest.mark.parametrize("stop_at", [2, 14])  # inside a window of epoch 1; inside one of epoch 2
+def test_a_run_resumed_mid_epoch_trains_on_the_same_augmented_windows(tmp_path, stop_at):
+    from tests.test_resume import FLAGS, final_state, interrupt_after, new_exp
+    from utils.signals import Interrupted
+
+    data = build_data(make_args(*FLAGS, *AUGMENT))
+    reference = new_exp(tmp_path / "ref", data, *AUGMENT)
+    reference.train("run")
+    first = new_exp(tmp_path / "cut", data, *AUGMENT)
+    interrupt_after(first, stop_at)
+    with pytest.raises(Interrupted):
+        first.train("run")
+    second = new_exp(tmp_path / "cut", data, *AUGMENT, "--resume", "auto")
+    second.train("run")
+    (got, got_history), (want, want_history) = final_state(second), final_state(reference)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert [r["val_loss"] for r in got_history] == [r["val_loss"] for r in want_history]
