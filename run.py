@@ -117,6 +117,21 @@ separator = _spelled({"comma": ",", ",": ",", "semicolon": ";", ";": ";", "tab":
 decimal_mark = _spelled({"point": ".", ".": ".", "comma": ",", ",": ","}, "point or comma")
 
 
+def duration_seconds(text: str) -> float:
+    """'5min', '90s', '1h', '00:05:00' -> seconds; a bare number is refused (minutes? rows?)."""
+    import pandas as pd
+
+    if re.fullmatch(r"\s*[-+]?[\d.]+\s*", text):
+        raise argparse.ArgumentTypeError(f"give {text!r} a unit: a duration such as 5min, 90s or 1h")
+    try:
+        seconds = pd.Timedelta(text.strip()).total_seconds()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 5min, 90s or 1h, got {text!r}") from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive duration, got {text!r}")
+    return seconds
+
+
 def device_name(text: str) -> str:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", text):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
@@ -298,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
         "are refused unless this says which to keep: the first, the last, or the mean of their sensor values; rows "
         "identical in every cell are always dropped, with a note",
     )
+    add(g, "--max_gap", role=RECIPE, type=duration_seconds, default=None, metavar="DURATION",
+        help="CSV: the longest gap between two rows (5min, 90s, 1h) that is filled with rows on the sampling grid, which "
+        "--missing ffill or interpolate then fills like empty cells; a longer gap, or a step off the grid, cuts the log "
+        "(default: one sampling interval, nothing filled)")  # fmt: skip
     add(
         g,
         "--derived_signals",
@@ -764,9 +783,11 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
     if args.train_stride is not None and args.split == "random":
         parser.error("argument --train_stride: --split random deals windows at random, use --split blocked or chronological")
     if args.data_path is None:
-        for flag in ("root_path", "time_col", "feature_cols", "fault_inventory"):
+        for flag in ("root_path", "time_col", "feature_cols", "fault_inventory", "duplicates", "max_gap"):
             if getattr(args, flag) not in (None, "."):
                 parser.error(f"argument --{flag}: given without --data_path (the built-in simulator needs none)")
+    if args.max_gap is not None and args.missing == "drop":
+        parser.error("argument --max_gap: fills gaps with rows that --missing drop would drop again; use --missing ffill or interpolate")
     if args.sensor_roles is not None:
         args.derived_signals = "auto"
     if args.derived_signals is None:

@@ -4,8 +4,11 @@
   spreadsheets write) are detected from the first lines; ``--csv_sep`` / ``--csv_decimal``
   override. Header names are stripped (exports carry trailing spaces).
 * Times in mixed formats (``3/18/17``, ``3/18/2017 0:00``, ISO, with or without a zone) or as
-  epoch seconds; rows out of order are sorted; a gap larger than 1.5x the usual interval cuts a
-  segment.
+  epoch seconds; rows out of order are sorted.
+* Sampling: the interval is the median step between rows. A step of one interval joins two rows;
+  a gap of whole intervals up to ``--max_gap`` is filled with grid rows that ``--missing``
+  fills like empty cells; a longer gap, or a step off the grid, cuts the log there. What the
+  gaps cost (stretches, rows) is reported.
 * Repeated times: exact duplicate rows (two exports that overlap) are dropped with a note; rows
   that repeat a time with other values are refused unless ``--duplicates first|last|mean`` says
   how to keep one row per time (a repeated span of one hour is named as the daylight-saving
@@ -43,6 +46,8 @@ SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab"}
 SNIFF_LINES = 200  # lines read to detect the separator and the decimal mark
 DECIMAL_COMMA = re.compile(r"^([-+]?\d*),(\d+(?:[eE][-+]?\d+)?)$")
 DECIMAL_POINT = re.compile(r"^[-+]?\d*\.\d+(?:[eE][-+]?\d+)?$")
+GRID_TOLERANCE = 0.1  # a step within 10 % of a whole number of intervals is on the grid (logger clocks jitter)
+INTERVAL_TOLERANCE = 0.01  # relative difference of two median intervals still taken as the same
 NORMAL = "normal"
 UNLISTED_FAULT = "fault (not in inventory)"
 
@@ -66,6 +71,7 @@ class CsvTable:
     breaks: np.ndarray  # [rows] bool: a new segment starts here whatever the label
     channels: list[str]
     notes: list[str] = field(default_factory=list)
+    sampling: Sampling | None = None  # None without a time column
 
 
 def sniff_dialect(path: Path, sep: str | None = None, decimal: str | None = None) -> Dialect:
@@ -194,13 +200,97 @@ def apply_inventory(truth: pd.Series, times: np.ndarray | None, inventory: Path,
     return labels, notes
 
 
-def time_breaks(times: np.ndarray) -> np.ndarray:
-    """A new segment starts after a gap larger than 1.5x the median interval."""
-    breaks = np.zeros(len(times), dtype=bool)
-    if len(times) > 2:
-        gaps = np.diff(times.astype(np.int64))
-        breaks[1:] = gaps > 1.5 * np.median(gaps)
-    return breaks
+def sampling_interval(times: np.ndarray | None) -> float | None:
+    """Median seconds between rows, or None without a time column."""
+    if times is None or len(times) < 2:
+        return None
+    return float(np.median(np.diff(times.astype("datetime64[ns]").astype(np.int64))) / 1e9)
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a person writes them: 60 -> '1 min', 90 -> '90 s', 7200 -> '2 h'."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
+
+
+def check_interval(here_s: float | None, trained_s: float | None, path) -> None:
+    """A log must be sampled as the model's training data was (a window is so many rows)."""
+    if here_s is not None and trained_s is not None and abs(here_s - trained_s) > INTERVAL_TOLERANCE * trained_s:
+        raise UserError(
+            f"--data_path: {path} is sampled every {here_s:g} s, the model was trained on data sampled every {trained_s:g} s; "
+            "resample the log to the training interval first"
+        )
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the rows of a log lie in time: the median step, and what its gaps did."""
+
+    interval_s: float
+    max_gap_s: float
+    cut_gaps: int = 0  # gaps of whole intervals longer than --max_gap (or across a label change)
+    off_grid: int = 0  # steps that are not a whole number of intervals
+    missing_rows: int = 0  # grid rows absent in the on-grid gaps that cut
+    filled_gaps: int = 0  # gaps up to --max_gap, filled with grid rows
+    filled_rows: int = 0
+
+    def describe(self, breaks: np.ndarray, window: int, missing: str) -> str:
+        """One line for the start-up summary; ``breaks``: the final table's, so the stretches
+        also count the cuts of --missing drop."""
+        text = f"every {duration(self.interval_s)} (median step)"
+        if self.filled_gaps:
+            text += (f"; {counted(self.filled_gaps, 'gap')} up to --max_gap {duration(self.max_gap_s)} filled with "
+                     f"{counted(self.filled_rows, 'row')} by --missing {missing}")  # fmt: skip
+        causes = [counted(n, what) + why for n, what, why in ((self.cut_gaps, "gap", f" longer than {duration(self.max_gap_s)}"),
+                                                               (self.off_grid, "step", " off the grid")) if n]  # fmt: skip
+        if causes:
+            text += f"; {' and '.join(causes)} cut the log ({counted(self.missing_rows, 'row')} missing)"
+        edges = np.flatnonzero(breaks[1:]) + 1
+        lengths = np.diff(np.concatenate(([0], edges, [len(breaks)])))
+        if len(lengths) == 1:
+            return text + ("" if self.filled_gaps else ", no gaps")
+        short = lengths[lengths < window]
+        text += f"; {counted(len(lengths), 'stretch')} without a gap"
+        if len(short):
+            return text + f", {len(short)} of them shorter than a window of {window} rows: {counted(int(short.sum()), 'row')} unused"
+        return text + f", each at least a window of {window} rows long"
+
+
+def counted(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('ch') else 's'}"
+
+
+def lay_on_grid(times: np.ndarray, labels: np.ndarray, max_gap_s: float | None, path: Path) -> tuple[np.ndarray, np.ndarray, Sampling]:
+    """Where each row goes on the regular grid of the median step (rows inserted in the gaps
+    up to ``max_gap_s`` seconds, default: none), which grid rows start a new stretch, and the
+    counts for the summary."""
+    steps = np.diff(times.astype(np.int64)) / 1e9
+    interval = float(np.median(steps))
+    max_gap = interval if max_gap_s is None else max_gap_s
+    if max_gap < interval:
+        raise UserError(f"--max_gap {duration(max_gap)} is shorter than the sampling interval of {path} ({duration(interval)})")
+    whole = np.rint(steps / interval)
+    on_grid = (whole >= 1) & (np.abs(steps - whole * interval) <= GRID_TOLERANCE * interval)
+    fill = on_grid & (whole > 1) & (steps <= max_gap + GRID_TOLERANCE * interval) & (labels[1:] == labels[:-1])
+    cut = ~on_grid | ((whole > 1) & ~fill)
+    positions = np.concatenate(([0], np.cumsum(np.where(fill, whole, 1)))).astype(np.int64)
+    breaks = np.zeros(positions[-1] + 1, dtype=bool)
+    breaks[positions[1:][cut]] = True
+    sampling = Sampling(interval, max_gap, cut_gaps=int((cut & on_grid).sum()), off_grid=int((~on_grid).sum()),
+                        missing_rows=int((whole[cut & on_grid] - 1).sum()), filled_gaps=int(fill.sum()),
+                        filled_rows=int((whole[fill] - 1).sum()))  # fmt: skip
+    return positions, breaks, sampling
+
+
+def spread_on_grid(values: pd.DataFrame, labels: np.ndarray, times: np.ndarray, positions: np.ndarray, interval_s: float):
+    """The rows at their grid positions; the grid rows between them are empty (NaN) sensor
+    values with the label of the row before and the times of the grid."""
+    rows = np.arange(positions[-1] + 1)
+    before = np.searchsorted(positions, rows, side="right") - 1
+    offset = ((rows - positions[before]) * round(interval_s * 1e9)).astype("timedelta64[ns]")
+    return values.set_axis(positions).reindex(rows).reset_index(drop=True), labels[before], times[before] + offset
 
 
 def drop_exact_duplicates(frame: pd.DataFrame, times: np.ndarray | None) -> tuple[pd.DataFrame, np.ndarray | None, list[str]]:
@@ -211,7 +301,7 @@ def drop_exact_duplicates(frame: pd.DataFrame, times: np.ndarray | None) -> tupl
     where = f"at {pd.Timestamp(times[copies][0])}" if times is not None else f"on line {line_of(np.flatnonzero(copies)[0])}"
     keep = ~copies
     return (frame[keep].reset_index(drop=True), None if times is None else times[keep],
-            [f"{int(copies.sum())} exact duplicate rows dropped (the first {where})"])  # fmt: skip
+            [f"{counted(int(copies.sum()), 'exact duplicate row')} dropped (the first {where})"])  # fmt: skip
 
 
 def check_repeated_times(times: np.ndarray, rule: str | None, path: Path) -> list[str]:
@@ -220,15 +310,14 @@ def check_repeated_times(times: np.ndarray, rule: str | None, path: Path) -> lis
     if not repeats.any():
         return []
     first, count = pd.Timestamp(times[repeats][0]), int(repeats.sum())
+    verb = "repeats" if count == 1 else "repeat"
+    rows = f"{counted(count, 'row')} {verb} the time of an earlier row with other values (the first at {first})"
     if rule is not None:
-        return [f"{count} rows repeat the time of an earlier row with other values (the first at {first}): --duplicates {rule}"]
+        return [f"{rows}: --duplicates {rule}"]
     span = pd.Timedelta(times[repeats].max() - times[repeats].min())
     hour = (span >= pd.Timedelta(minutes=45)) and (span <= pd.Timedelta(hours=1))
     cause = "; the repeated times span one hour, as when daylight saving time ends in a log kept in local time" if hour else ""
-    raise UserError(
-        f"--data_path: {path}: {count} rows repeat the time of an earlier row with other values (the first at {first}){cause}; "
-        "pass --duplicates first|last|mean to keep one row per time"
-    )
+    raise UserError(f"--data_path: {path}: {rows}{cause}; pass --duplicates first|last|mean to keep one row per time")
 
 
 def one_row_per_time(values: pd.DataFrame, labels: np.ndarray, times: np.ndarray, rule: str):
@@ -259,7 +348,11 @@ def read_sensor_csv(
     labels_required: bool = True,
     dialect: Dialect | None = None,
     duplicates: str | None = None,
+    max_gap_s: float | None = None,
+    trained_interval_s: float | None = None,
 ) -> CsvTable:
+    """``trained_interval_s``: the sampling interval a model was trained on (refused when the
+    log's differs, before its gaps are judged on another grid)."""
     frame = read_strings(path, "--data_path", dialect)
     notes: list[str] = []
     has_labels = label_col in frame.columns
@@ -329,11 +422,17 @@ def read_sensor_csv(
     if times is not None and duplicates is not None:
         values, label_arr, times = one_row_per_time(values, label_arr, times, duplicates)
 
-    breaks = time_breaks(times) if times is not None else np.zeros(len(values), dtype=bool)
+    sampling, breaks = None, np.zeros(len(values), dtype=bool)
+    if times is not None and len(times) > 1:
+        check_interval(sampling_interval(times), trained_interval_s, path)
+        positions, breaks, sampling = lay_on_grid(times, label_arr, max_gap_s, path)
+        if sampling.filled_rows:
+            values, label_arr, times = spread_on_grid(values, label_arr, times, positions, sampling.interval_s)
     change = np.concatenate(([True], label_arr[1:] != label_arr[:-1])) | breaks
     if report:
-        cells = int(values.isna().sum().sum())
+        cells = int(values.isna().sum().sum()) - len(values.columns) * (sampling.filled_rows if sampling else 0)
         notes.append(f"{cells} missing or unreadable sensor cells ({'; '.join(report)}), handled by --missing {missing}")
+    if values.isna().to_numpy().any():  # missing cells, and the grid rows of the gaps up to --max_gap
         if missing == "drop":
             keep = values.notna().all(axis=1).to_numpy()
             kept_rows = np.flatnonzero(keep)
@@ -347,4 +446,5 @@ def read_sensor_csv(
             values = fill_missing(values, np.cumsum(change), missing)
     if len(values) < 2:
         raise UserError(f"{path}: only {len(values)} usable row(s)")
-    return CsvTable(values.to_numpy(dtype=np.float64), label_arr.tolist() if has_labels else None, times, breaks, list(columns), notes)
+    return CsvTable(values.to_numpy(dtype=np.float64), label_arr.tolist() if has_labels else None, times, breaks, list(columns), notes,
+                    sampling)  # fmt: skip

@@ -296,6 +296,8 @@ def build_data(args) -> DataBundle:
     table = with_derived_signals(load_table(args), args)
     for note in table.notes:
         print(f"note: {note}", flush=True)
+    if table.sampling is not None:
+        print(f"Sampling: {table.sampling.describe(table.breaks, args.step, args.missing)}", flush=True)
     segments = find_segments(table.labels, table.breaks)
     longest = max(segments, key=lambda seg: seg.end - seg.start)
     if longest.end - longest.start < args.step:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from data_provider import simulator
-from data_provider.csv_source import read_sensor_csv, sniff_dialect
+from data_provider.csv_source import Sampling, read_sensor_csv, sniff_dialect
 from utils.checkpoint import atomic_write
 from utils.errors import UserError
 from utils.fdd import NORMAL_NAMES
@@ -31,6 +31,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
     times: np.ndarray | None = None  # [rows] datetime64[ns], when the table has a time column
     derived: list = field(default_factory=list)  # recipe of the derived channels at the end (data_provider/derived.py)
+    sampling: Sampling | None = None  # how a CSV log's rows lie in time (None: simulator, no time column)
 
 
 def with_derived_signals(table: Table, args) -> Table:
@@ -85,7 +86,7 @@ def load_table(args) -> Table:
     inventory = Path(args.root_path) / args.fault_inventory if args.fault_inventory else None
     dialect = sniff_dialect(path, args.csv_sep, args.csv_decimal)
     csv = read_sensor_csv(path, args.time_col, args.label_col, features, inventory, args.missing, dialect=dialect,
-                          duplicates=args.duplicates)  # fmt: skip
+                          duplicates=args.duplicates, max_gap_s=args.max_gap)  # fmt: skip
     names = class_order(csv.labels)
     if len(names) < 2:
         raise UserError(f"--label_col: column '{args.label_col}' of {path} holds one class only ({names[0]})")
@@ -99,6 +100,7 @@ def load_table(args) -> Table:
         source=f"{path} ({dialect.describe()})",
         notes=csv.notes,
         times=csv.times,
+        sampling=csv.sampling,
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_provider.csv_source import check_interval, sampling_interval
 from data_provider.data_factory import DataBundle, ResidentLoader, build_data, make_eval_loader, make_loader
 from exp.accumulation import AccumulationPlan, AccumulationPolicy, plan_accumulation, shrunk, smaller_micro_batch
 from exp.evaluation import evaluate, write_test_outputs, write_training_curves
@@ -303,6 +304,8 @@ class Exp:
         if load_best:
             state = self.load(ckpt_path)
             if not s.history:  # evaluation only (--is_training 0): report what the whole training did
+                trained_s = state.get("deployment", {}).get("interval_s")
+                check_interval(sampling_interval(self.data.times), trained_s, self.data.source)
                 self._restore_training_summary(state, ckpt_path.with_name("last.pt"))
                 layout = state.get("layout", layout)  # how it was trained, not how many processes test it
         results_dir = rt.from_writer(lambda: ensure_dir(Path(a.results) / setting, "--results"))

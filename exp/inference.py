@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from data_provider.csv_source import sampling_interval
 from data_provider.data_factory import FORMATS
 from data_provider.derived import Derivation
 from data_provider.scaling import affine_tensors
@@ -26,13 +27,6 @@ from utils.errors import UserError
 from utils.outputs import writing
 
 TOP_K = 3
-
-
-def sampling_interval(times: np.ndarray | None) -> float | None:
-    """Median seconds between rows, or None without a time column."""
-    if times is None or len(times) < 2:
-        return None
-    return float(np.median(np.diff(times.astype("datetime64[ns]").astype(np.int64))) / 1e9)
 
 
 def deployment_record(data, args) -> dict:

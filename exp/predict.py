@@ -17,7 +17,7 @@ import numpy as np
 
 from data_provider.csv_source import read_sensor_csv, sniff_dialect
 from data_provider.windows import find_segments, window_bounds, window_starts
-from exp.inference import load_predictor, prediction_table, probabilities, sampling_interval, write_predictions
+from exp.inference import load_predictor, prediction_table, probabilities, write_predictions
 from exp.runtime import resolve_device
 from utils.errors import UserError
 from utils.fdd import fdd_rates, find_normal_class, format_report
@@ -25,7 +25,6 @@ from utils.metrics import classification_report, per_class
 from utils.outputs import ensure_dir, safe_name, write_json, writing
 
 DEFAULT_STEP = 96  # run.py's --step default: a --step other than this and the trained window is refused
-INTERVAL_TOLERANCE = 0.01  # relative difference of the median sampling interval still taken as the same
 
 
 def predict(args) -> int:
@@ -45,12 +44,16 @@ def predict(args) -> int:
     inventory = Path(args.root_path) / args.fault_inventory if args.fault_inventory else None
     dialect = sniff_dialect(path, args.csv_sep, args.csv_decimal)  # the new log's own, whatever the training file's
     log = read_sensor_csv(path, read.time_col, read.label_col, features, inventory, read.missing, labels_required=False,
-                          dialect=dialect, duplicates=read.duplicates)  # fmt: skip
+                          dialect=dialect, duplicates=read.duplicates, max_gap_s=read.max_gap,
+                          trained_interval_s=deployment["interval_s"])  # fmt: skip
     print(f"Reading {path} ({dialect.describe()})", flush=True)
     for note in log.notes:
         print(f"note: {note}", flush=True)
+    if log.sampling is not None:
+        print(f"Sampling: {log.sampling.describe(log.breaks, window, read.missing)}", flush=True)
+    elif deployment["interval_s"] is not None:
+        print(f"note: {path} has no time column; its rows are taken as {deployment['interval_s']:g} s apart, as in training", flush=True)
     values = _trained_columns(log, channels, path)
-    _check_interval(log.times, deployment["interval_s"], path)
 
     labels = _known_labels(log.labels, class_names, read.label_col, path)
     segments = find_segments(np.zeros(len(values), dtype=np.int64) if labels is None else labels, log.breaks)
@@ -102,7 +105,7 @@ def csv_settings(args, trained: dict) -> argparse.Namespace:
 
     defaults = build_parser().parse_args([])
     return argparse.Namespace(**{flag: getattr(args, flag) if getattr(args, flag) != getattr(defaults, flag) else trained.get(flag)
-                                 for flag in ("time_col", "label_col", "feature_cols", "missing", "duplicates")})  # fmt: skip
+                                 for flag in ("time_col", "label_col", "feature_cols", "missing", "duplicates", "max_gap")})  # fmt: skip
 
 
 def _trained_columns(log, channels: list[str], path: Path) -> np.ndarray:
@@ -118,19 +121,6 @@ def _trained_columns(log, channels: list[str], path: Path) -> np.ndarray:
         )
     order = [log.channels.index(c) for c in channels]
     return log.values[:, order]
-
-
-def _check_interval(times, trained_s: float | None, path: Path) -> None:
-    here = sampling_interval(times)
-    if trained_s is None or here is None:
-        if trained_s is not None:
-            print(f"note: {path} has no time column; its rows are taken as {trained_s:g} s apart, as in training", flush=True)
-        return
-    if abs(here - trained_s) > INTERVAL_TOLERANCE * trained_s:
-        raise UserError(
-            f"--data_path: {path} is sampled every {here:g} s, the model was trained on data sampled every {trained_s:g} s; "
-            "resample the log to the training interval first"
-        )
 
 
 def _known_labels(labels: list[str] | None, class_names: list[str], label_col: str, path: Path) -> np.ndarray | None:

@@ -1,6 +1,7 @@
 """Logs as building automation systems export them: the LBNL SZCAV file re-saved with semicolons
-and decimal commas, with tabs, with overlapping exports and with a repeated hour must give
-exactly the windows of the original, or be refused in one line naming the cause."""
+and decimal commas, with tabs, with overlapping exports, with a repeated hour, with a gap and with
+a row off the sampling grid must give exactly the windows of the original (or of the original with
+those rows dropped), or be refused in one line naming the cause."""
 
 import shutil
 
@@ -134,3 +135,57 @@ def test_a_repeated_hour_is_named_as_the_daylight_saving_hour(tmp_path, original
                    "--label_col", GROUND_TRUTH, "--checkpoints", str(tmp_path / "ckpt"), "--results", str(tmp_path / "res"))  # fmt: skip
     assert done.returncode == 2
     assert "60 rows repeat the time" in done.stderr and "daylight saving time ends in a log kept in local time" in done.stderr
+
+
+GAP = slice(3000, 3020)  # twenty minutes inside one day, so inside one class
+
+
+def blanked(frame: pd.DataFrame, rows) -> pd.DataFrame:
+    """Those rows kept with every sensor cell empty (time and label stay)."""
+    out = frame.copy()
+    sensors = [i for i, c in enumerate(frame.columns) if i > 0 and c != GROUND_TRUTH]
+    out.iloc[rows, sensors] = ""
+    return out
+
+
+@pytest.mark.parametrize("missing", ["ffill", "interpolate"])
+def test_a_gap_up_to_max_gap_is_filled_as_empty_cells_would_be(tmp_path, original, capsys, missing):
+    frame, want = original
+    resave(tmp_path, frame.drop(frame.index[GAP]))
+    got = windows(tmp_path, "--max_gap", "30min", "--missing", missing)
+    assert f"1 gap up to --max_gap 30 min filled with 20 rows by --missing {missing}" in capsys.readouterr().out
+    (tmp_path / "blank").mkdir()
+    resave(tmp_path / "blank", blanked(frame, GAP))
+    assert_same_windows(got, windows(tmp_path / "blank", "--missing", missing))
+    for split in want:  # the windows of the original file, at the same rows
+        np.testing.assert_array_equal(got[split][0], want[split][0])
+        np.testing.assert_array_equal(got[split][1], want[split][1])
+
+
+def test_a_longer_gap_cuts_the_log_where_dropped_rows_would(tmp_path, original, capsys):
+    frame, want = original
+    resave(tmp_path, frame.drop(frame.index[GAP]))
+    got = windows(tmp_path, "--missing", "drop")  # drop: the file's error cells cut it in the reference too
+    # the file itself has 3 gaps of whole days between its weeks
+    assert "every 1 min (median step); 4 gaps longer than 1 min cut the log (10100 rows missing); " in capsys.readouterr().out
+    (tmp_path / "blank").mkdir()
+    resave(tmp_path / "blank", blanked(frame, GAP))
+    assert_same_windows(got, windows(tmp_path / "blank", "--missing", "drop"))
+    assert sum(len(got[s][0]) for s in got) < sum(len(want[s][0]) for s in want)  # windows across the gap are gone
+
+
+def test_a_row_off_the_grid_stands_alone(tmp_path, original, capsys):
+    frame, _ = original
+    late = frame.copy()
+    late.iloc[3000, 0] = "3/15/2017 2:00:30"  # half a minute off the minute grid
+    resave(tmp_path, late)
+    got = windows(tmp_path, "--missing", "drop")
+    assert "2 steps off the grid cut the log" in capsys.readouterr().out
+    (tmp_path / "blank").mkdir()
+    resave(tmp_path / "blank", blanked(frame, [3000]))
+    want = windows(tmp_path / "blank", "--missing", "drop")  # the same log without that row
+    for split in want:
+        starts = got[split][0]
+        np.testing.assert_array_equal(starts - (starts > 3000), want[split][0])  # no window holds the row
+        np.testing.assert_array_equal(got[split][1], want[split][1])
+        torch.testing.assert_close(got[split][2], want[split][2], rtol=0, atol=0)

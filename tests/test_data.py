@@ -1,5 +1,7 @@
 """Simulator, leak-free split, train-only scaling, formats and the CSV round trip."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -55,11 +57,28 @@ def test_block_pattern_is_three_train_then_val_then_test():
 
 
 def test_time_gaps_cut_segments():
-    from data_provider.csv_source import time_breaks
+    from data_provider.csv_source import lay_on_grid
 
     times = pd.date_range("2024-01-01", periods=6, freq="min").to_numpy().copy()
     times[3:] += np.timedelta64(1, "h")
-    assert [(s.start, s.end) for s in find_segments(np.zeros(6, int), time_breaks(times))] == [(0, 3), (3, 6)]
+    _, breaks, _ = lay_on_grid(times, np.zeros(6), None, Path("log.csv"))
+    assert [(s.start, s.end) for s in find_segments(np.zeros(6, int), breaks)] == [(0, 3), (3, 6)]
+
+
+def test_rows_are_laid_on_the_grid_of_the_median_step():
+    from data_provider.csv_source import lay_on_grid
+
+    minutes = np.array([0, 1, 2, 4, 5, 6, 16, 17, 17.5, 18, 19.05, 20])  # a 1-row gap, a 9-row gap, a row off the grid, jitter
+    times = (np.datetime64("2024-01-01T00:00") + (minutes * 60e9).astype("timedelta64[ns]")).astype("datetime64[ns]")
+    positions, breaks, sampling = lay_on_grid(times, np.zeros(len(times)), 180.0, Path("log.csv"))
+    assert positions.tolist() == [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12]  # one grid row inserted in the 2-minute step
+    assert np.flatnonzero(breaks).tolist() == [7, 9, 10]  # after the 10-minute gap, around the row at 17.5
+    assert (sampling.interval_s, sampling.filled_gaps, sampling.filled_rows, sampling.cut_gaps, sampling.off_grid) == (60, 1, 1, 1, 2)
+    assert sampling.missing_rows == 9
+    line = sampling.describe(breaks, 3, "ffill")
+    assert line == ("every 1 min (median step); 1 gap up to --max_gap 3 min filled with 1 row by --missing ffill; 1 gap longer "
+                    "than 3 min and 2 steps off the grid cut the log (9 rows missing); 4 stretches without a gap, 2 of them "
+                    "shorter than a window of 3 rows: 3 rows unused")  # fmt: skip
 
 
 def test_scalers_are_fitted_on_training_rows_only():

@@ -127,6 +127,23 @@ def test_predict_refuses_a_log_that_does_not_fit_the_model(trained, tmp_path, ca
     refuse(capsys, tmp_path, code, culprit)
 
 
+def test_testing_a_checkpoint_on_a_log_sampled_otherwise_is_refused(trained, tmp_path, capsys):
+    (tmp_path / "log").mkdir()
+    frame = pd.read_csv(trained["log"] / "ahu.csv")
+    frame.to_csv(tmp_path / "log" / "ahu.csv", index=False)
+    flags = [*TINY, "--data", "GNN", "--root_path", str(tmp_path / "log"), "--data_path", "ahu.csv", "--train_epochs", "1",
+             *outputs(tmp_path)]  # fmt: skip
+    assert call(flags) == 0
+    frame["Datetime"] = pd.date_range(frame["Datetime"].iloc[0], periods=len(frame), freq="2min")  # re-exported every 2 min
+    frame.to_csv(tmp_path / "log" / "ahu.csv", index=False)
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    code = call([*flags, "--is_training", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "is sampled every 120 s, the model was trained on data sampled every 60 s" in err[0]
+    assert snapshot(tmp_path) == before
+
+
 def test_predict_refuses_a_checkpoint_without_deployment_settings(trained, tmp_path, capsys):
     state = torch.load(run_folder(trained["GNN"], "ckpt") / "best.pt", weights_only=True)
     del state["deployment"]
