@@ -92,10 +92,16 @@ def epochs_or_auto(text: str) -> int | str:
     return text if text == "auto" else positive_int(100_000)(text)
 
 
+EVAL_BATCH_SIZE = 256  # evaluation batch size: changes no result, only speed and memory (--limit_val_batches counts these)
+
 # The models that gain from --derived_signals on the real AHU files and the simulator (benchmarks/README.md).
 DERIVED_SIGNALS_DEFAULT = {"DualGAFNet": "auto"}
 # The models whose validation macro-F1 on the real AHU files rose with jitter (benchmarks/README.md); 0 for the others.
 AUGMENT_JITTER_DEFAULT = {"ResNet1D": 0.05}
+
+
+def batches_or_auto(text: str) -> int | str:
+    return text if text == "auto" else positive_int(10**6)(text)
 
 
 def size_or_auto(text: str) -> int | str:
@@ -722,6 +728,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: a tqdm bar on a terminal, whole lines in a log file",
     )
+    g = group("quick checks", "for CI smoke runs and sweeps: see README, 'Smoke runs in CI'")
+    add(g, "--fast_dev_run", role=RUN, type=batches_or_auto, nargs="?", const="auto", default=None, metavar="N",
+        help="train N micro-batches (default: the accumulation steps, at least 2: a full window, and a flushed one when N is "
+        "not a multiple of the steps) for one epoch (or --train_epochs), validate and test on N batches, write every output "
+        "into a temporary folder (unless --results / --checkpoints are given), read them back and print 'smoke run passed'")  # fmt: skip
+    add(g, "--limit_train_batches", role=RECIPE, type=positive_int(10**9), default=None, metavar="N",
+        help="train on the first N micro-batches of every epoch's order; the accumulation windows and the learning-rate "
+        "schedule are sized from N")  # fmt: skip
+    add(g, "--limit_val_batches", role=RECIPE, type=positive_int(10**9), default=None, metavar="N",
+        help=f"validate on N batches of {EVAL_BATCH_SIZE} windows (of the micro-batch with --batch_size auto), spread evenly over "
+        "the validation split; the test stays whole")  # fmt: skip
+    add(g, "--dry_run", role=RUN, action="store_true",
+        help="build the data and the model, print the plan (data, model size and memory per micro-batch, loss, optimizer and "
+        "schedule, accumulation, updates, run folders) and exit without training or writing anything")  # fmt: skip
     g = group(
         "use a trained model",
         "python run.py --predict --checkpoint PATH --data_path NEW.csv: the trained windowing, scaler and graph applied to new logs",
@@ -825,6 +845,16 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
                 parser.error(f"argument --{flag}: does not apply to --predict (it applies --checkpoint to --data_path)")
         if launched_world_size() > 1:
             parser.error("argument --predict: runs on one process; start it with python, not torchrun")
+    if args.fast_dev_run is not None:
+        typed = tsl.typed_flags(argv)
+        clashes = [flag for flag in ("resume", "predict", "dry_run", "export_data", "limit_train_batches", "limit_val_batches", "itr")
+                   if flag in typed] + (["is_training"] if not args.is_training else [])  # fmt: skip
+        if clashes:
+            parser.error(f"argument --fast_dev_run: trains and tests one short run of its own; drop --{clashes[0]}")
+        if "train_epochs" not in typed:
+            args.train_epochs = 1
+    if args.dry_run and (args.predict or args.export_data):
+        parser.error(f"argument --dry_run: plans a training run; drop {'--predict' if args.predict else '--export_data'}")
     if args.checkpoint is not None and not args.predict:
         parser.error("argument --checkpoint: is read by --predict (to continue training use --resume PATH)")
     if args.overwrite and (args.resume is not None or not args.is_training or args.predict):
@@ -933,7 +963,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from exp.exp import TrainingAborted
     from exp.runtime import PeerFailure, is_peer_failure, start_runtime
+    from exp.smoke import SmokeRunFailed, temporary_outputs
     from exp.trainer import is_out_of_memory
+    from utils import tsl
     from utils.errors import OutputError, UserError
     from utils.signals import Interrupted
 
@@ -945,14 +977,15 @@ def main(argv: list[str] | None = None) -> int:
             args.progress = "none"
         for note in notes:
             print(f"note: {note}", flush=True)
-        code = _run(args, plan, runtime)
+        with temporary_outputs(args, tsl.typed_flags(argv)) as scratch:  # --fast_dev_run
+            code = _run(args, plan, runtime, scratch)
         wait_s = args.dist_timeout
         return code
     except UserError as exc:
         print(f"run.py: error: {exc}", file=sys.stderr)
         wait_s = 10.0  # usually raised by every process at once; a lone one must not wait long
         return 2
-    except (Interrupted, TrainingAborted, OutputError, PeerFailure) as exc:
+    except (Interrupted, TrainingAborted, OutputError, PeerFailure, SmokeRunFailed) as exc:
         print(f"run.py: {exc}", file=sys.stderr)
         wait_s = 0.0 if isinstance(exc, PeerFailure) else args.dist_timeout  # the others agreed: they stop too
         return exc.exit_code
@@ -984,13 +1017,16 @@ def out_of_memory_error(args: argparse.Namespace, plan, exc: BaseException) -> s
     return f"{what}; lower --batch_size and raise the accumulation steps to keep the effective batch (e.g. {keep})"
 
 
-def _run(args: argparse.Namespace, plan, runtime) -> int:
+def _run(args: argparse.Namespace, plan, runtime, scratch: Path | None = None) -> int:
+    """``scratch``: the temporary folder of a --fast_dev_run's outputs (removed afterwards), if any."""
     from data_provider.data_factory import build_data
     from data_provider.sources import export_simulated_csv
     from exp.exp import Exp
     from exp.export import check_available as check_export
     from exp.micro_batch import kept_on_resume
+    from exp.smoke import check_outputs, dry_run_plan, smoke_line
     from utils import tracking, tsl
+    from utils.errors import UserError
     from utils.fdd import find_normal_class
     from utils.outputs import write_json
     from utils.seed import make_deterministic, seed_everything
@@ -1012,7 +1048,13 @@ def _run(args: argparse.Namespace, plan, runtime) -> int:
     for ii, run_args in enumerate(repeats):
         run_args.seed = args.seed + ii
     settings = [run_name(run_args, plan, ii) for ii, run_args in enumerate(repeats)]
-    check_run_folders(args, settings, runtime)
+    try:
+        check_run_folders(args, settings, runtime)
+        refusal = None
+    except UserError as exc:
+        if not args.dry_run:
+            raise
+        refusal = str(exc)  # the plan says so
     if plan.note():
         print(plan.note(), flush=True)
     data = build_data(args)  # the same windows for every repetition
@@ -1020,14 +1062,20 @@ def _run(args: argparse.Namespace, plan, runtime) -> int:
     find_normal_class(data.class_names, args.normal_class)  # a wrong --normal_class stops the run before it trains
     results = []
     for run_args, setting in zip(repeats, settings):
-        print(f">>> {'training' if args.is_training else 'testing'} {setting}", flush=True)
         seed_everything(run_args.seed)
         exp = Exp(run_args, data, kept_on_resume(run_args, setting, plan, runtime), runtime)
+        if args.dry_run:
+            print(dry_run_plan(exp, setting, refusal), flush=True)
+            continue
+        print(f">>> {'training' if args.is_training else 'testing'} {setting}", flush=True)
         if args.is_training:
             exp.train(setting)
         results.append(exp.test(setting))
         if args.export:
             exp.export(setting)
+        if args.fast_dev_run is not None:
+            checked = runtime.from_writer(lambda: check_outputs(exp, setting, results[-1]))  # noqa: B023 - called at once
+            print(smoke_line(exp, checked, scratch), flush=True)
     if len(results) > 1:
         summary = repeat_summary(results)
         path = Path(args.results) / settings[0] / "repeats.json"

@@ -7,7 +7,7 @@ rows -> format-specific fitting (e.g. the sensor graph) -> three ``WindowDataset
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +135,18 @@ class WindowDataset(Dataset):
         x = self.values[rows] if augment is None else augment(self.values[rows], index)
         return self.fmt.make_batch(x, self.label_ids[index], mask)
 
+    def spread(self, count: int) -> WindowDataset:
+        """``count`` windows spread evenly over the split, in order, so every class keeps its
+        share (evaluation limits); the split itself when it has no more."""
+        if count >= len(self):
+            return self
+        pick = np.linspace(0, len(self) - 1, count).round().astype(np.int64)
+        thinned = copy.copy(self)
+        thinned.starts, thinned.labels = self.starts[pick], self.labels[pick]
+        thinned.start_rows, thinned.label_ids = self.start_rows[pick], self.label_ids[pick]
+        thinned.augment = None
+        return thinned
+
     def set_epoch(self, epoch: int) -> None:
         """Windows as augmented in ``epoch`` (nothing to do without augmentation)."""
         if self.augment is not None:
@@ -187,6 +199,11 @@ class DataBundle:
             number = list(range(len(split)))
             return number, number
         return window_bounds(self.times, split.starts, self.seq_len)
+
+    def evaluated_on(self, val_windows: int | None, test_windows: int | None) -> DataBundle:
+        """The bundle with validation and test limited to that many windows each (None: all)."""
+        return replace(self, val=self.val if val_windows is None else self.val.spread(val_windows),
+                       test=self.test if test_windows is None else self.test.spread(test_windows))  # fmt: skip
 
     def splits_on(self, device: torch.device) -> tuple[WindowDataset, WindowDataset, WindowDataset]:
         """The train, validation and test splits on ``device``, sharing one copy of the table."""
@@ -332,11 +349,13 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     resident: bool = False,
+    limit: int | None = None,
 ):
     """Training batches in the seed-and-epoch order; ``batch_size`` is the global micro-batch,
-    of which this process gets its share. ``resident``: every batch is cut where the split lives
-    (see ``ResidentLoader``; ``DataBundle.splits_on`` puts the splits on the device)."""
-    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, rank, world_size, on_epoch=dataset.set_epoch)
+    of which this process gets its share; ``limit``: the first that many batches of each epoch.
+    ``resident``: every batch is cut where the split lives (see ``ResidentLoader``;
+    ``DataBundle.splits_on`` puts the splits on the device)."""
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, rank, world_size, on_epoch=dataset.set_epoch, limit=limit)
     if resident:
         return ResidentLoader(dataset, sampler)
     return _loader(dataset, sampler, num_workers, pin_memory, generator)

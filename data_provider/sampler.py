@@ -12,6 +12,10 @@ with micro-batch b see, together, exactly the batches one process with W*b sees.
 be empty when the last global batch has fewer samples than processes; that process then gets
 one placeholder sample, which the loop weights with zero, so that it still takes part in the
 gradient all-reduce.
+
+``limit`` (``--limit_train_batches``, ``--fast_dev_run``) keeps the first global batches of
+every epoch's order: each epoch still draws its own permutation, and the accumulation policy,
+which lists the batches from here, sizes its windows and the schedule from the limited count.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from torch.utils.data import Sampler
 
 
 class EpochBatchSampler(Sampler):
-    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, on_epoch=None):
-        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, on_epoch=None,
+                 limit: int | None = None):  # fmt: skip
+        self.size, self.batch_size, self.shuffle, self.seed, self.limit = size, batch_size, shuffle, seed, limit
         self.rank, self.world_size = rank, world_size
         self.on_epoch = on_epoch  # told each epoch the loop starts (the dataset draws its augmentation)
         self.epoch, self.skip = 0, 0
@@ -37,7 +42,10 @@ class EpochBatchSampler(Sampler):
             self.on_epoch(epoch)
 
     def resize(self, batch_size: int) -> None:
-        """Cut batches of another size from now on (out-of-memory recovery)."""
+        """Cut batches of another size (a divisor of the old one) from now on (out-of-memory
+        recovery); a limit keeps the same samples."""
+        if self.limit is not None:
+            self.limit = self.limit * self.batch_size // batch_size
         self.batch_size, self._cached = batch_size, None
 
     def order(self, epoch: int) -> np.ndarray:
@@ -49,7 +57,7 @@ class EpochBatchSampler(Sampler):
         """The global batches of ``epoch`` (every process's share together)."""
         if self._cached is None or self._cached[0] != epoch:
             order = self.order(epoch)
-            self._cached = (epoch, [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)])
+            self._cached = (epoch, [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)][: self.limit])
         return self._cached[1]
 
     def share(self, batch: np.ndarray) -> np.ndarray:
@@ -62,7 +70,7 @@ class EpochBatchSampler(Sampler):
 
     @property
     def batches_per_epoch(self) -> int:
-        return math.ceil(self.size / self.batch_size)
+        return min(math.ceil(self.size / self.batch_size), self.limit or math.inf)
 
     def __iter__(self):
         for batch in self.batches(self.epoch)[self.skip :]:

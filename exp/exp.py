@@ -22,10 +22,11 @@ from exp.evaluation import evaluate, write_test_outputs, write_training_curves
 from exp.inference import deployment_record, prediction_table
 from exp.micro_batch import MicroBatchSizer, sized_plan
 from exp.runtime import SingleProcess
+from exp.smoke import BatchLimits
 from exp.state import Checkpoints, TrainingState, check_model, check_resumable, describe_layout, layout_of, rank_seed
 from exp.trainer import Trainer, TrainingAborted, autocast
 from models import InputDims, build_model
-from run import auto_epochs
+from run import EVAL_BATCH_SIZE, auto_epochs
 from utils.early_stopping import EarlyStopping
 from utils.errors import UserError
 from utils.fdd import fdd_rates, find_normal_class, format_report
@@ -37,8 +38,6 @@ from utils.schedulers import build_scheduler
 from utils.tracking import NullTracker, start_tracker
 
 __all__ = ["Exp", "TrainingAborted"]
-
-EVAL_BATCH_SIZE = 256  # evaluation batch size changes no result, only speed and memory
 
 
 def compiled(model: torch.nn.Module, mode: str, device: torch.device, accumulates: bool) -> torch.nn.Module:
@@ -76,6 +75,8 @@ class Exp:
         self.amp_dtype = self._amp_dtype()
         if self.plan.sizing == "auto" and args.is_training:  # --batch_size auto (testing reads the checkpoint's layout)
             self.plan = self._size_micro_batch(model)
+        self.limits = BatchLimits.of(args, self.plan)  # --fast_dev_run, --limit_train_batches, --limit_val_batches
+        self.data = self.data.evaluated_on(*self.limits.eval_windows(self._eval_batch_size(), rt.world_size))
         self.criterion = build_loss(
             args.loss_preset, self.data.num_classes, self.data.train.labels, args.class_weights,
             [fault_family(name) for name in self.data.class_names],
@@ -88,7 +89,7 @@ class Exp:
         # (that would shift dropout masks between a run and its resumed copy).
         self.loader_generator = torch.Generator().manual_seed(args.seed)
         self.train_loader = make_loader(train, self.plan.global_micro_batch, True, args.seed, args.num_workers, pin,
-                                        self.loader_generator, rt.rank, rt.world_size, resident)  # fmt: skip
+                                        self.loader_generator, rt.rank, rt.world_size, resident, self.limits.train)  # fmt: skip
         self.val_loader, self.test_loader = (
             make_eval_loader(split, self._eval_batch_size(), rt.rank, rt.world_size, args.num_workers, pin, resident)
             for split in (val, test)
@@ -174,7 +175,10 @@ class Exp:
 
     def _eval_batch_size(self) -> int:
         """Evaluation keeps within the memory budget of --batch_size auto: its batches are no larger
-        than the training micro-batch (a forward without a backward needs less)."""
+        than the training micro-batch (a forward without a backward needs less). A smoke run
+        evaluates in micro-batches."""
+        if self.limits.eval_batch_size is not None:
+            return self.limits.eval_batch_size
         return min(EVAL_BATCH_SIZE, self.plan.batch_size) if self.args.batch_size == "auto" else EVAL_BATCH_SIZE
 
     def _autocast(self):
@@ -217,6 +221,8 @@ class Exp:
         ]
         if self.plan.sizing != "--batch_size":
             lines.append(f"Micro-batch {self.plan.batch_size} chosen by {self.plan.sizing}")
+        if self.limits != BatchLimits():
+            lines.append(self.limits.describe(a, len(self.data.val), len(self.data.test)))
         if rt.distributed:
             lines.append(f"Data-parallel: {rt.world_size} processes, backend {rt.backend}, gradients all-reduced once per "
                          "optimizer update (no_sync inside a window)")  # fmt: skip

@@ -187,6 +187,21 @@ class MicroBatchSizer:
         )
 
 
+def memory_estimate(model, dataset, device: torch.device, autocast: Callable, args, batch_size: int, world_size: int) -> str:
+    """--dry_run: the memory one process needs to train micro-batches of ``batch_size``, from the
+    estimate --batch_size auto uses off CUDA (autograd's saved bytes, measured on real windows)."""
+    sizer = MicroBatchSizer(model, dataset, device, autocast, args, batch_size, world_size)
+    with leaves_no_trace(model, device):
+        per_window = sizer.per_window_estimate()
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    total = weights + sizer.state + per_window * batch_size
+    return (
+        f"Memory: about {total / MiB:.1f} MiB per process for micro-batches of {batch_size} (estimate: {per_window / MiB:.2f} MiB "
+        f"per window kept for the backward, weights {weights / MiB:.1f} MiB, their gradients and optimizer state "
+        f"{sizer.state / MiB:.1f} MiB)"
+    )
+
+
 def sized_plan(plan, fits: int, how: str, log_grad_noise: bool = False):
     """The plan for a micro-batch of at most ``fits`` (the smallest any process measured) that
     keeps ``plan``'s target: a divisor of each process's share where ``for_target`` allows."""

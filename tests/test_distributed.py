@@ -268,6 +268,17 @@ def test_processes_started_with_different_flags_are_refused_by_all(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+def test_a_fast_dev_run_under_torchrun_passes_on_every_process_and_leaves_nothing(tmp_path):
+    """Each process makes its own temporary folder (the writer's gets the files) and removes it."""
+    flags = [*TINY, "--fast_dev_run", "4", "--gradient_accumulation_steps", "3", "--dist_timeout", "60"]
+    cmd = [*torchrun("--standalone", "--nproc_per_node", "2"), str(ROOT / "run.py"), *flags]
+    code, out, err = finish(start(cmd, {"TMPDIR": str(tmp_path)}), timeout=180)
+    assert code == 0, err[-4000:]
+    (line,) = [line for line in out.splitlines() if line.startswith("smoke run passed")]  # the writer prints it
+    assert "4 micro-batches x 1 epoch(s) -> 2 optimizer update(s) (1 window of 3 + 1 flushed of 1)" in line
+    assert "last.pt resumable" in line and not list(tmp_path.glob("fast_dev_run_*"))
+
+
 # --------------------------------------------------------------- torchrun restarts and nodes
 
 
