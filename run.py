@@ -1062,12 +1062,13 @@ def _run(args: argparse.Namespace, plan, runtime, scratch: Path | None = None) -
     find_normal_class(data.class_names, args.normal_class)  # a wrong --normal_class stops the run before it trains
     results = []
     for run_args, setting in zip(repeats, settings):
+        if not args.dry_run:
+            print(f">>> {'training' if args.is_training else 'testing'} {setting}", flush=True)
         seed_everything(run_args.seed)
         exp = Exp(run_args, data, kept_on_resume(run_args, setting, plan, runtime), runtime)
         if args.dry_run:
             print(dry_run_plan(exp, setting, refusal), flush=True)
             continue
-        print(f">>> {'training' if args.is_training else 'testing'} {setting}", flush=True)
         if args.is_training:
             exp.train(setting)
         results.append(exp.test(setting))

@@ -121,6 +121,12 @@ def check_outputs(exp, setting: str, metrics: dict) -> list[str]:
         rows = list(csv.DictReader(f))
     need(bool(rows) and rows[-1]["run"] == setting, "summary.csv does not end with this run's row")
     checked.append("summary row")
+    if a.export:
+        from exp.export import SUFFIX
+
+        model_file = ckpt_dir / f"model.{SUFFIX[a.export]}"
+        need(model_file.is_file() and model_file.with_suffix(".json").is_file(), f"--export wrote no {model_file} and its card")
+        checked.append(f"{a.export} export")
     return checked
 
 
@@ -130,8 +136,9 @@ def smoke_line(exp, checked: list[str], scratch: Path | None) -> str:
     where = f"in {scratch}, removed now" if scratch else f"in {a.results} and {a.checkpoints}"
     return (
         f"smoke run passed: {micro} micro-batches x {a.train_epochs} epoch(s) -> {s.updates} optimizer update(s) "
-        f"({windows_text(micro, exp.plan.steps, a.train_epochs, a.cross_epoch_accumulation)}), validation and test on "
-        f"{limits.val} batch(es) each; {', '.join(checked)} ({where})"
+        f"({windows_text(micro, exp.plan.steps, a.train_epochs, a.cross_epoch_accumulation)}), validated and tested on "
+        f"{len(exp.data.val)} and {len(exp.data.test)} windows (at most {limits.val} batches of {limits.eval_batch_size}); "
+        f"{', '.join(checked)} ({where})"
     )
 
 

@@ -80,7 +80,7 @@ def test_fast_dev_run_writes_only_into_a_temporary_folder_that_it_removes(isolat
         ("4", 3, ("--cross_epoch_accumulation", "--train_epochs", "2"), 4, 3),  # 8 micro-batches: 3, 3 across the epoch end, 2
     ],
 )
-def test_fast_dev_run_makes_the_updates_of_n_micro_batches_and_the_steps(tmp_path, n, steps, extra, micro_batches, updates):
+def test_fast_dev_run_makes_the_updates_of_n_micro_batches_and_the_steps(tmp_path, capsys, n, steps, extra, micro_batches, updates):
     flags = [*TINY, "--fast_dev_run", *([n] if n else []), "--gradient_accumulation_steps", str(steps), *extra, *outputs(tmp_path)]
     assert call(flags) == 0
     (run,) = [p for p in (tmp_path / "res").iterdir() if p.is_dir()]
@@ -89,7 +89,9 @@ def test_fast_dev_run_makes_the_updates_of_n_micro_batches_and_the_steps(tmp_pat
     epochs = 2 if "--train_epochs" in extra else 1
     assert metrics["optimizer_updates"] == updates and metrics["epochs_run"] == epochs == len(history)
     assert [int(row["micro_batches"]) for row in history] == [micro_batches] * epochs
-    assert metrics["test_samples"] == min(micro_batches * MICRO_BATCH, TINY_SPLITS["test"])  # N batches of the micro-batch
+    evaluated = {name: min(micro_batches * MICRO_BATCH, TINY_SPLITS[name]) for name in ("val", "test")}  # N batches of the micro-batch
+    assert metrics["test_samples"] == evaluated["test"]
+    assert f"validated and tested on {evaluated['val']} and {evaluated['test']} windows" in capsys.readouterr().out
     assert len(rows(run / "predictions.csv")) == metrics["test_samples"]
     assert rows(tmp_path / "res" / "summary.csv")[-1]["run"] == run.name  # given folders are kept
 
