@@ -200,11 +200,16 @@ def apply_inventory(truth: pd.Series, times: np.ndarray | None, inventory: Path,
     return labels, notes
 
 
+def steps_s(times: np.ndarray) -> np.ndarray:
+    """Seconds from each row to the next, whatever the unit of the datetime64 array."""
+    return np.diff(times.astype("datetime64[ns]").astype(np.int64)) / 1e9
+
+
 def sampling_interval(times: np.ndarray | None) -> float | None:
     """Median seconds between rows, or None without a time column."""
     if times is None or len(times) < 2:
         return None
-    return float(np.median(np.diff(times.astype("datetime64[ns]").astype(np.int64))) / 1e9)
+    return float(np.median(steps_s(times)))
 
 
 def duration(seconds: float) -> str:
@@ -262,12 +267,11 @@ def counted(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('ch') else 's'}"
 
 
-def lay_on_grid(times: np.ndarray, labels: np.ndarray, max_gap_s: float | None, path: Path) -> tuple[np.ndarray, np.ndarray, Sampling]:
-    """Where each row goes on the regular grid of the median step (rows inserted in the gaps
-    up to ``max_gap_s`` seconds, default: none), which grid rows start a new stretch, and the
-    counts for the summary."""
-    steps = np.diff(times.astype(np.int64)) / 1e9
-    interval = float(np.median(steps))
+def lay_on_grid(times: np.ndarray, labels: np.ndarray, interval: float, max_gap_s: float | None, path: Path):
+    """Where each row goes on the regular grid of ``interval`` seconds (the median step; rows
+    inserted in the gaps up to ``max_gap_s`` seconds, default: none), which grid rows start a new
+    stretch, and the counts for the summary."""
+    steps = steps_s(times)
     max_gap = interval if max_gap_s is None else max_gap_s
     if max_gap < interval:
         raise UserError(f"--max_gap {duration(max_gap)} is shorter than the sampling interval of {path} ({duration(interval)})")
@@ -422,16 +426,17 @@ def read_sensor_csv(
     if times is not None and duplicates is not None:
         values, label_arr, times = one_row_per_time(values, label_arr, times, duplicates)
 
+    if report:  # counted before the gaps add rows to fill
+        cells = int(values.isna().sum().sum())
+        notes.append(f"{cells} missing or unreadable sensor cells ({'; '.join(report)}), handled by --missing {missing}")
     sampling, breaks = None, np.zeros(len(values), dtype=bool)
     if times is not None and len(times) > 1:
-        check_interval(sampling_interval(times), trained_interval_s, path)
-        positions, breaks, sampling = lay_on_grid(times, label_arr, max_gap_s, path)
+        interval = sampling_interval(times)
+        check_interval(interval, trained_interval_s, path)
+        positions, breaks, sampling = lay_on_grid(times, label_arr, interval, max_gap_s, path)
         if sampling.filled_rows:
             values, label_arr, times = spread_on_grid(values, label_arr, times, positions, sampling.interval_s)
     change = np.concatenate(([True], label_arr[1:] != label_arr[:-1])) | breaks
-    if report:
-        cells = int(values.isna().sum().sum()) - len(values.columns) * (sampling.filled_rows if sampling else 0)
-        notes.append(f"{cells} missing or unreadable sensor cells ({'; '.join(report)}), handled by --missing {missing}")
     if values.isna().to_numpy().any():  # missing cells, and the grid rows of the gaps up to --max_gap
         if missing == "drop":
             keep = values.notna().all(axis=1).to_numpy()

@@ -20,9 +20,11 @@ import csv
 import json
 import shutil
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from exp.accumulation import AccumulationPolicy
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
 
@@ -74,15 +76,13 @@ def temporary_outputs(args, typed: set[str]):
 
 
 def windows_text(micro_batches: int, steps: int, epochs: int, cross_epoch: bool) -> str:
-    """How the trained micro-batches fell into windows, e.g. '1 window of 3 + 1 flushed of 1'."""
-    if cross_epoch:
-        full, tail = divmod(micro_batches * epochs, steps)
-    else:
-        full, tail = (epochs * (micro_batches // steps), micro_batches % steps)
+    """How the accumulation policy cuts that many micro-batches per epoch into windows, e.g.
+    '1 window of 3 + 1 flushed of 1' (asked of the policy itself, not worked out again here)."""
+    policy = AccumulationPolicy(steps, lambda epoch: [1.0] * micro_batches, epochs, cross_epoch=cross_epoch)
+    closed = [step.window_length for step in (policy.next() for _ in range(micro_batches * epochs)) if step.is_update]
+    full, short = closed.count(steps), Counter(n for n in closed if n != steps)
     text = f"{full} window{'s' if full != 1 else ''} of {steps}"
-    if tail:
-        text += f" + {epochs if not cross_epoch else 1} flushed of {tail}"
-    return text
+    return text + "".join(f" + {count} flushed of {n}" for n, count in sorted(short.items()))
 
 
 def check_outputs(exp, setting: str, metrics: dict) -> list[str]:
@@ -152,7 +152,7 @@ def dry_run_plan(exp, setting: str, refusal: str | None) -> str:
         f">>> plan of {setting} (--dry_run: nothing is trained or written)",
         exp.describe(),
         f"Schedule: {a.train_epochs} epoch(s), {exp.policy.planned_updates()} optimizer updates if no early stop (patience {a.patience})",
-        memory_estimate(exp.bare_model, exp.data.train, exp.device, exp._autocast, a, exp.plan.batch_size, exp.runtime.world_size),
+        memory_estimate(exp.bare_model, exp.data.train, exp.device, exp.trainer.autocast, a, exp.plan.batch_size, exp.runtime.world_size),
     ]
     for flag, folder in (("--checkpoints", Path(a.checkpoints) / setting), ("--results", Path(a.results) / setting)):
         held = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else None

@@ -40,9 +40,10 @@ def split_rows(split: dict, length: int) -> dict[str, set[int]]:
 
 
 def subset(dataset: WindowDataset, n: int) -> WindowDataset:
-    """n windows spread evenly over a split, so every class is in (a data set size we choose)."""
-    pick = np.linspace(0, len(dataset) - 1, n).round().astype(int)
-    return WindowDataset(dataset.values, dataset.starts[pick], dataset.labels[pick], len(dataset.offsets), dataset.fmt)
+    """n windows spread evenly over a split, so every class is in (a data set size we choose),
+    without augmentation."""
+    assert n < len(dataset), "a subset is smaller than its split"
+    return dataset.spread(n)
 
 
 @pytest.fixture

@@ -61,16 +61,17 @@ def test_time_gaps_cut_segments():
 
     times = pd.date_range("2024-01-01", periods=6, freq="min").to_numpy().copy()
     times[3:] += np.timedelta64(1, "h")
-    _, breaks, _ = lay_on_grid(times, np.zeros(6), None, Path("log.csv"))
+    _, breaks, _ = lay_on_grid(times, np.zeros(6), 60.0, None, Path("log.csv"))
     assert [(s.start, s.end) for s in find_segments(np.zeros(6, int), breaks)] == [(0, 3), (3, 6)]
 
 
 def test_rows_are_laid_on_the_grid_of_the_median_step():
-    from data_provider.csv_source import lay_on_grid
+    from data_provider.csv_source import lay_on_grid, sampling_interval
 
     minutes = np.array([0, 1, 2, 4, 5, 6, 16, 17, 17.5, 18, 19.05, 20])  # a 1-row gap, a 9-row gap, a row off the grid, jitter
     times = (np.datetime64("2024-01-01T00:00") + (minutes * 60e9).astype("timedelta64[ns]")).astype("datetime64[ns]")
-    positions, breaks, sampling = lay_on_grid(times, np.zeros(len(times)), 180.0, Path("log.csv"))
+    assert sampling_interval(times) == 60.0  # the median step
+    positions, breaks, sampling = lay_on_grid(times, np.zeros(len(times)), sampling_interval(times), 180.0, Path("log.csv"))
     assert positions.tolist() == [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12]  # one grid row inserted in the 2-minute step
     assert np.flatnonzero(breaks).tolist() == [7, 9, 10]  # after the 10-minute gap, around the row at 17.5
     assert (sampling.interval_s, sampling.filled_gaps, sampling.filled_rows, sampling.cut_gaps, sampling.off_grid) == (60, 1, 1, 1, 2)
