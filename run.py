@@ -186,6 +186,7 @@ def flags_with_role(role: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from data_provider.windows import BLOCK_PATTERN
     from models import DEFAULT_MODEL, MODELS
     from models.layers import NORMS
     from utils.losses import PRESETS, presets_help
@@ -381,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=4,
         help="leak-free split: each segment is cut into blocks of this many windows, dealt train,train,train,val,test",
     )
+    add(g, "--split_fold", role=RECIPE, type=_number(int, 0, len(BLOCK_PATTERN) - 1, name="an integer"), default=0, metavar="K",
+        help=f"blocked cross-validation: deal the pattern K blocks on, so other blocks validate and test (0-{len(BLOCK_PATTERN) - 1}; "
+        "the folds together test every block once)")  # fmt: skip
     add(
         g,
         "--augment_shift",
@@ -800,6 +804,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
         args.model_id = safe_name(Path(args.data_path).stem) if args.data_path else "ahu"
     if args.stride is None and not args.predict:  # --predict: the checkpoint's stride
         args.stride = max(1, args.step // 2)
+    if args.split_fold and args.split != "blocked":
+        parser.error(f"argument --split_fold: folds deal the blocks of --split blocked, not --split {args.split}")
     if args.train_stride is not None and args.split == "random":
         parser.error("argument --train_stride: --split random deals windows at random, use --split blocked or chronological")
     if args.data_path is None:

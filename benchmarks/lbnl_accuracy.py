@@ -10,9 +10,14 @@ macro-F1 (what options are chosen on) beside the test figures (reported, never c
 
     python benchmarks/lbnl_accuracy.py [--seeds 3] [--files SZCAV SZVAV MZVAV-2-1] [--best ResNet1D] [--train_stride 12]
     python benchmarks/lbnl_accuracy.py --seeds 9 --ensemble 3 --jobs 8   # + ensembles of 3 seeds, 8 runs at once
+    python benchmarks/lbnl_accuracy.py --folds 5 --jobs 2                 # blocked cross-validation: every block tested once
 
 --ensemble K also scores the mean class probabilities of K consecutive seeds (what --itr K
 --ensemble gives a user). --jobs runs that many trainings at once in separate processes.
+
+--folds N repeats everything on folds 0..N-1 of the blocked split (--split_fold: the pattern
+train,train,train,val,test dealt K blocks on), so that every block of a day is tested once and
+one lucky or unlucky test block per class weighs less; figures are then over folds and seeds.
 
 --train_stride cuts the training windows more densely for the forest and our models alike
 (pass it here, not in --extra, which reaches our models only).
@@ -57,12 +62,12 @@ def parse(flags):
     return args
 
 
-def data_flags(name: str, train_stride: int = 48) -> list[str]:
+def data_flags(name: str, train_stride: int = 48, fold: int = 0) -> list[str]:
     """The windows every contender sees: validation and test windows every 48 rows, training
-    windows every ``train_stride`` rows inside the same training blocks."""
+    windows every ``train_stride`` rows inside the same training blocks, blocks dealt as fold ``fold``."""
     return ["--root_path", str(DATA), "--data_path", f"{name}.csv", "--fault_inventory", f"{name}-faults.csv",
             "--label_col", LABEL, "--step", "96", "--stride", "48", "--train_stride", str(train_stride),
-            "--split", "blocked", "--progress", "none"]  # fmt: skip
+            "--split", "blocked", "--split_fold", str(fold), "--progress", "none"]  # fmt: skip
 
 
 def forest_features(dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +87,7 @@ def random_forest(data, seed: int) -> dict:
     return report
 
 
-def ours(name: str, model_flags: list[str], seed: int, tmp: Path, train_stride: int = 48, threads: int = 0) -> dict:
+def ours(name: str, model_flags: list[str], seed: int, tmp: Path, train_stride: int = 48, threads: int = 0, fold: int = 0) -> dict:
     """One training run; its test and validation figures and the class probabilities of its best
     model on both splits (for the ensembles of seeds)."""
     import torch
@@ -90,22 +95,24 @@ def ours(name: str, model_flags: list[str], seed: int, tmp: Path, train_stride: 
     if threads:
         torch.set_num_threads(threads)
     outputs = ["--checkpoints", str(tmp / "ckpt"), "--results", str(tmp / "res"), "--overwrite"]
-    args = parse([*data_flags(name, train_stride), *model_flags, "--seed", str(seed), *outputs])
+    args = parse([*data_flags(name, train_stride, fold), *model_flags, "--seed", str(seed), *outputs])
     with contextlib.redirect_stdout(io.StringIO()):
         data = build_data(args)
         seed_everything(seed)
         exp = Exp(args, data)
-        exp.train(f"{name}_{seed}")
-        metrics = exp.test(f"{name}_{seed}")  # leaves the best model loaded
+        setting = f"{name}_{seed}_fold{fold}"  # a folder per run: runs in flight at once never share one
+        exp.train(setting)
+        metrics = exp.test(setting)  # leaves the best model loaded
         val, test = (evaluate(exp.bare_model, loader, exp.device, exp.trainer.autocast, exp.runtime, data.num_classes,
                               probabilities=True) for loader in (exp.val_loader, exp.test_loader))  # fmt: skip
     return {"macro_f1": metrics["test_macro_f1"], "accuracy": metrics["test_accuracy"], "val_macro_f1": val["macro_f1"],
             "val": (val["y_true"], val["probs"]), "test": (test["y_true"], test["probs"])}  # fmt: skip
 
 
-def ensembles(scores: list[dict], size: int, split: str) -> list[float]:
-    """Macro-F1 of the mean class probabilities of consecutive groups of ``size`` seeds."""
-    groups = [scores[i : i + size] for i in range(0, len(scores) - size + 1, size)]
+def ensembles(scores: list[dict], size: int, split: str, seeds: int) -> list[float]:
+    """Macro-F1 of the mean class probabilities of consecutive groups of ``size`` seeds of one fold
+    (``scores`` holds ``seeds`` runs per fold, fold after fold)."""
+    groups = [scores[f + i : f + i + size] for f in range(0, len(scores), seeds) for i in range(0, seeds - size + 1, size)]
     out = []
     for group in groups:
         y_true = group[0][split][0]
@@ -130,6 +137,7 @@ def main() -> None:
     p.add_argument("--ensemble", type=int, default=0, help="also score ensembles of this many consecutive seeds (mean probabilities)")
     p.add_argument("--jobs", type=int, default=1, help="training runs at once, in separate processes")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (default: torch's own)")
+    p.add_argument("--folds", type=int, default=1, help="run folds 0..N-1 of the blocked split (--split_fold), 1 to 5")
     p.add_argument("--no_forest", action="store_true", help="leave out the random forest")
     p.add_argument("--work", default="/tmp/lbnl_benchmark", help="scratch folder for checkpoints and results")
     opts = p.parse_args()
@@ -138,9 +146,13 @@ def main() -> None:
     extra = opts.extra.split()
     models = opts.models or [opts.best, "DualGAFNet"]
     contenders = {f"ours: {m}": ["--model", m, *extra] for m in models}
+    if not 1 <= opts.folds <= 5:
+        sys.exit(f"--folds must be 1 to 5, got {opts.folds}")
     seeds = [2021 + i for i in range(opts.seeds)]
-    tasks = {(name, label, seed): (name, flags, seed, Path(opts.work) / name / label.split()[-1], opts.train_stride, opts.threads)
-             for name in opts.files for label, flags in contenders.items() for seed in seeds}  # fmt: skip
+    folds = range(opts.folds)
+    tasks = {(name, label, fold, seed): (name, flags, seed, Path(opts.work) / name / label.split()[-1], opts.train_stride,
+                                         opts.threads, fold)
+             for name in opts.files for label, flags in contenders.items() for fold in folds for seed in seeds}  # fmt: skip
     started = time.time()
     if opts.jobs > 1:
         with ProcessPoolExecutor(opts.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -148,26 +160,36 @@ def main() -> None:
             runs = {key: future.result() for key, future in futures.items()}
     else:
         runs = {key: ours(*task) for key, task in tasks.items()}
-    print(f"{len(runs)} training runs in {time.time() - started:.0f} s ({opts.jobs} at once); extra flags: {opts.extra or '(none)'}")
+    print(
+        f"{len(runs)} training runs in {time.time() - started:.0f} s ({opts.jobs} at once); extra flags: {opts.extra or '(none)'}"
+        + (f"; figures over {opts.folds} folds x {opts.seeds} seeds" if opts.folds > 1 else "")
+    )
     ens = f" {'ensemble val':>15} {'ensemble test':>15}" if opts.ensemble else ""
     print(f"{'file':<10} {'model':<22} {'val macro-F1':>15} {'test macro-F1':>15} {'test accuracy':>15}{ens}")
     for name in opts.files:
-        rows = {}
+        rows, sizes = {}, []
         if not opts.no_forest:
-            with contextlib.redirect_stdout(io.StringIO()):
-                data = build_data(parse([*data_flags(name, opts.train_stride), "--data", "Classification", "--augment_jitter", "0"]))
-            rows["random forest (stats)"] = [random_forest(data, seed) for seed in seeds]
+            forest = rows["random forest (stats)"] = []
+            for fold in folds:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    flags = [*data_flags(name, opts.train_stride, fold), "--data", "Classification", "--augment_jitter", "0"]
+                    data = build_data(parse(flags))
+                forest += [random_forest(data, seed) for seed in seeds]
+                sizes.append(f"{len(data.train)}/{len(data.val)}/{len(data.test)}")
         for label in contenders:
-            rows[label] = [runs[(name, label, seed)] for seed in seeds]
+            rows[label] = [runs[(name, label, fold, seed)] for fold in folds for seed in seeds]
         for label, scores in rows.items():
             val = summarise([s["val_macro_f1"] for s in scores]) if "val_macro_f1" in scores[0] else "-"
             line = f"{name:<10} {label:<22} {val:>15} {summarise([s['macro_f1'] for s in scores]):>15} "
             line += f"{summarise([s['accuracy'] for s in scores]):>15}"
             if opts.ensemble and "val" in scores[0]:
-                line += "".join(f" {summarise(ensembles(scores, opts.ensemble, split)):>15}" for split in ("val", "test"))
+                line += "".join(f" {summarise(ensembles(scores, opts.ensemble, split, opts.seeds)):>15}" for split in ("val", "test"))
+            if opts.folds > 1:  # the test macro-F1 of each fold, mean of its seeds
+                line += "  by fold: " + " ".join(f"{statistics.mean(s['macro_f1'] for s in scores[f : f + opts.seeds]):.2f}"
+                                                 for f in range(0, len(scores), opts.seeds))  # fmt: skip
             print(line, flush=True)
         if not opts.no_forest:
-            print(f"{name:<10} {len(data.train)} train / {len(data.val)} val / {len(data.test)} test windows, {data.num_classes} classes")
+            print(f"{name:<10} {' | '.join(sizes)} train/val/test windows (by fold), {data.num_classes} classes")
 
 
 if __name__ == "__main__":

@@ -225,7 +225,7 @@ def split_windows(args, segments) -> dict:
         print("warning: --split random deals overlapping windows to different splits, so test rows are also seen in "
               "training: scores come out too high", flush=True)  # fmt: skip
         return random_split(segments, args.step, args.stride, args.seed)
-    return blocked_split(segments, args.step, args.stride, args.split_block, train_stride=args.train_stride)
+    return blocked_split(segments, args.step, args.stride, args.split_block, args.split_fold, train_stride=args.train_stride)
 
 
 def check_coverage(split: dict, class_names: list[str], args) -> None:

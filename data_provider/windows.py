@@ -6,6 +6,8 @@ inside segments only.
 * ``blocked`` (default): every segment is cut into blocks of ``block_windows`` windows, dealt
   out in a repeating pattern (train, train, train, val, test) counted per class, so every
   class reaches every split. Windows never cross a block edge: no sample row is in two splits.
+  Fold ``k`` deals the pattern ``k`` blocks on: over the 5 folds every block of the pattern
+  is tested once (blocked cross-validation).
 * ``chronological``: the first 60 % of every segment's rows train, the next 20 % validate, the
   last 20 % test; windows never cross those cuts either.
 * ``random``: windows are dealt 60/20/20 at random within each class. Overlapping windows then
@@ -96,8 +98,9 @@ def _collect(parts: dict[str, list[tuple]]) -> dict[str, WindowIndex]:
 
 
 def blocked_split(
-    segments: list[Segment], length: int, stride: int, block_windows: int, pattern=BLOCK_PATTERN, train_stride: int | None = None
+    segments: list[Segment], length: int, stride: int, block_windows: int, fold: int = 0, train_stride: int | None = None
 ) -> dict[str, WindowIndex]:
+    pattern = BLOCK_PATTERN[fold:] + BLOCK_PATTERN[:fold]
     block_rows = length + (block_windows - 1) * stride  # block edges follow --stride, whatever the training windows' stride
     blocks_seen: dict[int, int] = defaultdict(int)
     parts: dict[str, list] = {name: [] for name in SPLITS}

@@ -20,7 +20,7 @@ from utils.outputs import append_summary, write_json, writing
 # Columns of <results>/summary.csv, all taken from metrics.json.
 SUMMARY_COLUMNS = (
     "run", "phase", "finished", "model", "data", "batch_size", "accumulation_steps", "processes", "effective_batch_size",
-    "learning_rate", "loss_preset", "seed", "epochs_run", "optimizer_updates", "monitor", "best_val", "test_accuracy",
+    "learning_rate", "loss_preset", "seed", "split_fold", "epochs_run", "optimizer_updates", "monitor", "best_val", "test_accuracy",
     "test_macro_f1", "false_alarm_rate", "detection_rate", "wall_time_s",
 )  # fmt: skip
 

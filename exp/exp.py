@@ -357,6 +357,7 @@ class Exp:
             "best_val": abs(self.early_stopping.best),  # validation loss, or macro-F1, of the best epoch
             "wall_time_s": s.train_seconds,
             "seed": a.seed,
+            "split_fold": a.split_fold,
             "loss_preset": a.loss_preset,
             "learning_rate": a.learning_rate,
         }

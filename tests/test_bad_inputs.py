@@ -130,6 +130,8 @@ CASES = {
     "cuda graphs with accumulation": (["--compile", "reduce-overhead", "--gradient_accumulation_steps", "2"], "--compile reduce-overhead"),
     "lr factor one": (["--lr_factor", "1.5"], "--lr_factor"),
     "split block zero": (["--split_block", "0"], "--split_block"),
+    "split fold past the pattern": (["--split_fold", "5"], "--split_fold"),
+    "split fold of a chronological split": (["--split", "chronological", "--split_fold", "1"], "--split_fold"),
     "bad windows zero": (["--max_bad_windows", "0"], "--max_bad_windows"),
     # conflicting flags
     "auto with explicit steps": (

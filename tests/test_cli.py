@@ -84,7 +84,7 @@ def test_out_of_memory_is_one_line_that_suggests_accumulation(tmp_path, monkeypa
     assert len(err) == 1 and "out of memory" in err[0] and "--batch_size 32 --gradient_accumulation_steps 2" in err[0]
 
 
-def test_runs_that_differ_in_training_stride_or_temporal_branch_get_their_own_folders():
+def test_runs_that_differ_in_training_stride_temporal_branch_or_fold_get_their_own_folders():
     from exp.accumulation import plan_accumulation
     from run import build_parser, run_name, validate
 
@@ -95,7 +95,8 @@ def test_runs_that_differ_in_training_stride_or_temporal_branch_get_their_own_fo
         return run_name(args, plan_accumulation(args.batch_size, None, False, None), 0)
 
     plain, dense, image_only = name(), name("--train_stride", "12"), name("--no_temporal")
-    assert len({plain, dense, image_only}) == 3
+    folds = {name("--split_fold", str(k)) for k in range(1, 5)}
+    assert len({plain, dense, image_only, *folds}) == 7  # the folds of a cross-validation never share a folder
     assert plain == "ahu_DualGAFNet_DualGAF_sl96_bs32_ga1_lr0.002_hvac_similar_optimized_seed2021_Exp_0"  # default names unchanged
 
 

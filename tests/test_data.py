@@ -56,6 +56,20 @@ def test_block_pattern_is_three_train_then_val_then_test():
     assert [block_of[b] for b in range(10)] == ["train", "train", "train", "val", "test"] * 2
 
 
+def test_folds_deal_the_pattern_later_so_every_block_is_tested_once():
+    # One segment of 6 blocks (a day of 4-hour blocks): fold k deals pattern[(i + k) % 5] to block i.
+    blocks = {}
+    for fold in range(5):
+        split = blocked_split([Segment(0, 120, 0)], length=10, stride=10, block_windows=2, fold=fold)
+        blocks[fold] = {int(s) // 20: name for name, idx in split.items() for s in idx.starts}
+    pattern = ["train", "train", "train", "val", "test"]
+    for fold, dealt in blocks.items():
+        assert [dealt[b] for b in range(6)] == [pattern[(b + fold) % 5] for b in range(6)]
+    tested = sorted(b for dealt in blocks.values() for b, name in dealt.items() if name == "test")
+    assert tested == list(range(6))  # folds 0-4 test blocks 4, 3, 2, 1 and 0 + 5
+    assert blocks[0] == {int(s) // 20: n for n, i in blocked_split([Segment(0, 120, 0)], 10, 10, 2).items() for s in i.starts}
+
+
 def test_time_gaps_cut_segments():
     from data_provider.csv_source import lay_on_grid
 

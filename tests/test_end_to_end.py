@@ -4,6 +4,7 @@ import csv
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -74,6 +75,16 @@ def test_is_training_0_tests_the_saved_best_checkpoint(tmp_path):
     assert tested["test_macro_f1"] == trained["test_macro_f1"] and tested["confusion_matrix"] == trained["confusion_matrix"]
     assert tested["optimizer_updates"] == trained["optimizer_updates"]
     assert len(list(csv.DictReader(open(tmp_path / "res" / "summary.csv")))) == 2
+
+
+def test_folds_of_a_cross_validation_test_disjoint_windows_and_are_told_apart_in_the_summary(tmp_path):
+    flags = ("--data", "Classification", "--model", "ResNet1D", "--train_epochs", "1")
+    for fold in ("0", "2"):
+        assert run_main(tmp_path, *flags, "--split_fold", fold) == 0
+    summary = list(csv.DictReader(open(tmp_path / "res" / "summary.csv")))
+    assert [row["split_fold"] for row in summary] == ["0", "2"] and summary[0]["run"] != summary[1]["run"]
+    tested = [set(pd.read_csv(tmp_path / "res" / row["run"] / "predictions.csv")["window_start"]) for row in summary]
+    assert tested[0] and tested[1] and not tested[0] & tested[1]
 
 
 def test_itr_repeats_with_new_seeds_into_separate_runs_and_ends_with_mean_and_std(tmp_path, capsys):
