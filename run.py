@@ -163,16 +163,22 @@ class NamePart:
     shows: Callable[[argparse.Namespace], bool] | None = None
 
 
+NOT_DECLARED = object()
+
+
 @dataclass(frozen=True)
 class Flag:
     role: str
     name: NamePart | None
+    older_runs: object = NOT_DECLARED  # recipe flags added later: the value every run had before the flag existed
 
 
-def add(group, option: str, *, role: str, name: NamePart | None = None, **kwargs) -> None:
-    """``group.add_argument`` that also records the flag's role (the only way flags are added)."""
+def add(group, option: str, *, role: str, name: NamePart | None = None, older_runs=NOT_DECLARED, **kwargs) -> None:
+    """``group.add_argument`` that also records the flag's role (the only way flags are added).
+    ``older_runs``: a checkpoint written before this recipe flag existed was trained as with this
+    value, so ``--resume`` continues it when the run has that value."""
     action = group.add_argument(option, **kwargs)
-    group.flags[action.dest] = Flag(role, name)
+    group.flags[action.dest] = Flag(role, name, older_runs)
 
 
 @functools.cache
@@ -320,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         "are refused unless this says which to keep: the first, the last, or the mean of their sensor values; rows "
         "identical in every cell are always dropped, with a note",
     )
-    add(g, "--max_gap", role=RECIPE, type=duration_seconds, default=None, metavar="DURATION",
+    add(g, "--max_gap", role=RECIPE, older_runs=None, type=duration_seconds, default=None, metavar="DURATION",
         help="CSV: the longest gap between two rows (5min, 90s, 1h) that is filled with rows on the sampling grid, which "
         "--missing ffill or interpolate then fills like empty cells; a longer gap, or a step off the grid, cuts the log "
         "(default: one sampling interval, nothing filled)")  # fmt: skip
@@ -328,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         g,
         "--derived_signals",
         role=RECIPE,
+        older_runs="off",
         choices=("auto", "off"),
         default=None,
         help="default: auto for DualGAFNet, off for the other models (measured on the real AHU files, see "
@@ -339,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         g,
         "--sensor_roles",
         role=RECIPE,
+        older_runs=None,
         metavar="FILE",
         default=None,
         help='JSON file naming the columns of the sensor roles, e.g. {"mixed_air_temp": "MAT", "outdoor_air_damper": '
@@ -382,24 +390,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=4,
         help="leak-free split: each segment is cut into blocks of this many windows, dealt train,train,train,val,test",
     )
-    add(g, "--split_fold", role=RECIPE, type=_number(int, 0, len(BLOCK_PATTERN) - 1, name="an integer"), default=0, metavar="K",
+    add(g, "--split_fold", role=RECIPE, older_runs=0, type=_number(int, 0, len(BLOCK_PATTERN) - 1, name="an integer"), default=0,
+        metavar="K",
         help=f"blocked cross-validation: deal the pattern K blocks on, so other blocks validate and test (0-{len(BLOCK_PATTERN) - 1}; "
         "the folds together test every block once)")  # fmt: skip
     add(
         g,
         "--augment_shift",
         role=RECIPE,
+        older_runs=0,
         type=non_negative_int(100_000),
         default=0,
         metavar="ROWS",
         help="augment the training windows: each epoch, move every window up to this many rows earlier or later, "
         "inside its own training block (0: off)",
     )
-    add(g, "--augment_jitter", role=RECIPE, type=_number(float, 0.0, 10.0, name="a number"), default=None, metavar="STD",
+    add(g, "--augment_jitter", role=RECIPE, older_runs=0.0, type=_number(float, 0.0, 10.0, name="a number"), default=None, metavar="STD",
         help="augment the training windows: Gaussian noise of this standard deviation (scaled units) on every value, drawn "
         "each epoch; 0: off (default: " + ", ".join(f"{v:g} for {m}" for m, v in AUGMENT_JITTER_DEFAULT.items())
         + ", 0 for the other models, as measured on the real AHU files)")  # fmt: skip
-    add(g, "--augment_scale", role=RECIPE, type=_number(float, 0.0, 10.0, name="a number"), default=0.0, metavar="STD",
+    add(g, "--augment_scale", role=RECIPE, older_runs=0.0, type=_number(float, 0.0, 10.0, name="a number"), default=0.0, metavar="STD",
         help="augment the training windows: multiply each sensor of a window by 1 + N(0, STD^2), drawn each epoch (0: off)")  # fmt: skip
     add(g, "--sim_days", role=RECIPE, type=_number(int, 1, 365, name="an integer"), default=12, help="simulator: days per class")
     add(g, "--sim_seed", role=RECIPE, type=non_negative_int(2**31 - 1), default=0, help="simulator: seed of the simulated building")
@@ -737,10 +747,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="train N micro-batches (default: the accumulation steps, at least 2: a full window, and a flushed one when N is "
         "not a multiple of the steps) for one epoch (or --train_epochs), validate and test on N batches, write every output "
         "into a temporary folder (unless --results / --checkpoints are given), read them back and print 'smoke run passed'")  # fmt: skip
-    add(g, "--limit_train_batches", role=RECIPE, type=positive_int(10**9), default=None, metavar="N",
+    add(g, "--limit_train_batches", role=RECIPE, older_runs=None, type=positive_int(10**9), default=None, metavar="N",
         help="train on the first N micro-batches of every epoch's order; the accumulation windows and the learning-rate "
         "schedule are sized from N")  # fmt: skip
-    add(g, "--limit_val_batches", role=RECIPE, type=positive_int(10**9), default=None, metavar="N",
+    add(g, "--limit_val_batches", role=RECIPE, older_runs=None, type=positive_int(10**9), default=None, metavar="N",
         help=f"validate on N batches of {EVAL_BATCH_SIZE} windows (of the micro-batch with --batch_size auto), spread evenly over "
         "the validation split; the test stays whole")  # fmt: skip
     add(g, "--dry_run", role=RUN, action="store_true",

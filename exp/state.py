@@ -200,7 +200,7 @@ def check_model(state: dict, path: Path, model_name: str, class_names: list[str]
 
 def check_resumable(state: dict, path: Path, args, plan, fingerprint: str, keys: tuple[str, ...]) -> None:
     """Refuse, naming the flag, a checkpoint that this run cannot continue exactly."""
-    from run import RECIPE, flags_with_role
+    from run import NOT_DECLARED, RECIPE, flag_table, flags_with_role
 
     missing = [key for key in (*keys, "layout") if key not in state]
     if missing:
@@ -208,7 +208,14 @@ def check_resumable(state: dict, path: Path, args, plan, fingerprint: str, keys:
     saved = state["args"]
     for flag in flags_with_role(RECIPE):
         if flag not in saved:
-            raise UserError(f"--resume: {path} was written by an older version without --{flag}; start a new run")
+            before = flag_table()[flag].older_runs
+            if before is NOT_DECLARED:
+                raise UserError(f"--resume: {path} was written by an older version without --{flag}; start a new run")
+            if getattr(args, flag) != before:
+                then = f"leave --{flag} out" if before is None else f"pass --{flag} {before}"
+                raise UserError(f"--resume: {path} was written by an older version without --{flag}: {then} to continue it, "
+                                "or start a new run")  # fmt: skip
+            continue
         if saved[flag] != getattr(args, flag):
             raise UserError(f"--resume: {path} was written with --{flag} {saved[flag]}, this run has --{flag} {getattr(args, flag)}")
     if state.get("data_fingerprint") != fingerprint:

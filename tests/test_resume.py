@@ -265,6 +265,30 @@ def test_resume_refuses_a_checkpoint_without_the_training_state(tmp_path, data):
         new_exp(tmp_path, data, "--train_epochs", "1", "--resume", "auto").train("run")
 
 
+def test_a_checkpoint_older_than_a_recipe_flag_resumes_at_the_value_runs_had_before_it(tmp_path, data):
+    from utils.checkpoint import atomic_save
+    from utils.errors import UserError
+
+    new_exp(tmp_path, data, "--train_epochs", "1", "--augment_jitter", "0").train("run")
+    path = tmp_path / "ckpt" / "run" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    for flag in ("split_fold", "limit_train_batches", "augment_jitter"):  # flags added after checkpoints first kept their flags
+        del state["args"][flag]
+    atomic_save(state, path)
+    with pytest.raises(UserError, match="without --augment_jitter: pass --augment_jitter 0.0 to continue it"):
+        new_exp(tmp_path, data, "--train_epochs", "1", "--resume", "auto").train("run")  # ResNet1D's default jitter: 0.05
+    limited = ("--train_epochs", "1", "--augment_jitter", "0", "--limit_train_batches", "5", "--resume", "auto")
+    with pytest.raises(UserError, match="without --limit_train_batches: leave --limit_train_batches out to continue it"):
+        new_exp(tmp_path, data, *limited).train("run")
+    resumed = new_exp(tmp_path, data, "--train_epochs", "1", "--augment_jitter", "0", "--resume", "auto")
+    resumed.train("run")
+    assert len(resumed.state.history) == 1  # continued (a finished run: nothing left to train)
+    del state["args"]["dropout"]  # a flag with no value declared for older runs
+    atomic_save(state, path)
+    with pytest.raises(UserError, match="older version without --dropout; start a new run"):
+        new_exp(tmp_path, data, "--train_epochs", "1", "--augment_jitter", "0", "--resume", "auto").train("run")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_resume_on_cuda_continues_a_run_interrupted_mid_window(tmp_path, data):
     first = new_exp(tmp_path, data, "--device", "cuda")
