@@ -94,10 +94,19 @@ def epochs_or_auto(text: str) -> int | str:
 
 EVAL_BATCH_SIZE = 256  # evaluation batch size: changes no result, only speed and memory (--limit_val_batches counts these)
 
-# The models that gain from --derived_signals on the real AHU files and the simulator (benchmarks/README.md).
-DERIVED_SIGNALS_DEFAULT = {"DualGAFNet": "auto"}
+# The models that gain from --derived_signals on the real AHU files and the simulator (benchmarks/README.md;
+# ResNet1D: with --window_stats, on the validation folds of table C).
+DERIVED_SIGNALS_DEFAULT = {"DualGAFNet": "auto", "ResNet1D": "auto"}
 # The models whose validation macro-F1 on the real AHU files rose with jitter (benchmarks/README.md); 0 for the others.
 AUGMENT_JITTER_DEFAULT = {"ResNet1D": 0.05}
+# ResNet1D's statistics branch: on, as measured with derived signals on the validation folds of table C.
+WINDOW_STATS_DEFAULT = {"ResNet1D": True}
+
+
+def on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return text == "on"
 
 
 def batches_or_auto(text: str) -> int | str:
@@ -337,9 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
         older_runs="off",
         choices=("auto", "off"),
         default=None,
-        help="default: auto for DualGAFNet, off for the other models (measured on the real AHU files, see "
-        "benchmarks/README.md); auto: add channels for the relations HVAC fault rules check (outdoor-air fraction from temperatures "
-        "against the damper, mixed air outside outdoor/return air, supply-air set-point error, heating and cooling at "
+        help=f"default: auto for {' and '.join(DERIVED_SIGNALS_DEFAULT)}, off for the other models (measured on the real AHU "
+        "files, see benchmarks/README.md); auto: add channels for the relations HVAC fault rules check (outdoor-air fraction "
+        "from temperatures against the damper, mixed air outside outdoor/return air, supply-air set-point error, heating and cooling at "
         "once, duct-pressure error), from sensor roles found in the column names or --sensor_roles",
     )
     add(
@@ -480,7 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="normalisation inside models; 'batch' breaks exact accumulation (per-micro-batch statistics)",
     )
     add(g, "--fusion", role=RECIPE, choices=("gated", "concat", "add"), default="gated", help="DualGAFNet: GASF/GADF fusion per sensor")
-    add(g, "--window_stats", role=RECIPE, action="store_true", help="ResNet1D: add a branch on each window's per-sensor statistics")
+    add(g, "--window_stats", role=RECIPE, type=on_off, nargs="?", const=True, default=None, metavar="on|off",
+        help="ResNet1D: a branch on each window's per-sensor statistics (mean, std, min, max, last minus first) beside the "
+        "convolutions; alone it is --window_stats on (default: on for ResNet1D)")  # fmt: skip
     add(
         g,
         "--no_temporal",
@@ -828,6 +839,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
         args.derived_signals = "auto"
     if args.derived_signals is None:
         args.derived_signals = DERIVED_SIGNALS_DEFAULT.get(args.model, "off")
+    if args.window_stats is None:
+        args.window_stats = WINDOW_STATS_DEFAULT.get(args.model, False)
     if args.augment_jitter is None:
         args.augment_jitter = AUGMENT_JITTER_DEFAULT.get(args.model, 0.0)
     asked = {"derived_signals", "sensor_roles"} & tsl.typed_flags(argv)

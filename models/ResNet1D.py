@@ -48,5 +48,5 @@ class Model(nn.Module):
             weights = mask.to(features.dtype).unsqueeze(1)  # average over real steps only, not padding
             pooled = (features * weights).sum(-1) / weights.sum(-1).clamp(min=1)
         if self.stats is not None:
-            pooled = torch.cat([pooled, self.stats(window_statistics(x).flatten(1))], dim=1)
+            pooled = torch.cat([pooled, self.stats(window_statistics(x, mask).flatten(1))], dim=1)
         return self.head(pooled)

@@ -52,7 +52,19 @@ def classifier_head(in_features: int, hidden: int, classes: int, dropout: float)
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, classes))
 
 
-def window_statistics(x: torch.Tensor) -> torch.Tensor:
+def window_statistics(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sensor level and shape of a window [B, T, C] -> [B, C, 5]: mean, std, min, max and
-    last minus first (what a random forest on window statistics sees)."""
-    return torch.stack([x.mean(1), x.std(1, unbiased=False), x.amin(1), x.amax(1), x[:, -1] - x[:, 0]], dim=-1)
+    last minus first (what a random forest on window statistics sees). ``mask`` [B, T]: the real
+    steps of padded series; padding then counts in none of the five."""
+    if mask is None:
+        return torch.stack([x.mean(1), x.std(1, unbiased=False), x.amin(1), x.amax(1), x[:, -1] - x[:, 0]], dim=-1)
+    mask = mask.bool()
+    real = mask.unsqueeze(-1)  # [B, T, 1]
+    count = real.sum(1).clamp(min=1)
+    mean = (x * real).sum(1) / count
+    std = ((((x - mean.unsqueeze(1)) * real) ** 2).sum(1) / count).sqrt()
+    low, high = x.masked_fill(~real, float("inf")).amin(1), x.masked_fill(~real, float("-inf")).amax(1)
+    steps = torch.arange(x.shape[1], device=x.device)
+    first, last = (steps * mask).masked_fill(~mask, x.shape[1]).amin(1), (steps * mask).amax(1)
+    rows = torch.arange(x.shape[0], device=x.device)
+    return torch.stack([mean, std, low, high, x[rows, last] - x[rows, first]], dim=-1)

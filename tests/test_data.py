@@ -97,7 +97,7 @@ def test_rows_are_laid_on_the_grid_of_the_median_step():
 
 
 def test_scalers_are_fitted_on_training_rows_only():
-    args = make_args("--data", "Classification")
+    args = make_args("--data", "Classification", "--derived_signals", "off")  # the table's own sensors, compared below
     data = build_data(args)
     table = load_table(args)
     train_rows = np.unique((data.train.starts[:, None] + np.arange(args.step)).ravel())
@@ -114,8 +114,8 @@ def test_minmax_maps_the_training_range_to_minus_one_one_and_constants_to_zero()
 
 
 @pytest.mark.parametrize("fmt, shapes", [
-    ("Classification", [(4, 32, 13)]),
-    ("DualGAF", [(4, 20, 8, 8), (4, 20, 8, 8), (4, 32, 20)]),  # DualGAFNet: 13 sensors + 7 derived signals by default
+    ("Classification", [(4, 32, 20)]),  # ResNet1D and DualGAFNet: 13 sensors + 7 derived signals by default
+    ("DualGAF", [(4, 20, 8, 8), (4, 20, 8, 8), (4, 32, 20)]),
     ("GNN", [(4, 13, 32), (13, 13)]),
 ])  # fmt: skip
 def test_batch_objects_give_each_format_its_inputs(tiny_data, fmt, shapes):

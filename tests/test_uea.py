@@ -77,6 +77,22 @@ def test_transformer_ignores_padded_tokens(tmp_path):
         assert not torch.allclose(model(x), model(garbage))
 
 
+def test_window_statistics_of_a_padded_series_are_those_of_its_real_steps():
+    from models.layers import window_statistics
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 24, 2, dtype=torch.float64)
+    lengths = [24, 16, 5]
+    mask = torch.arange(24) < torch.tensor(lengths).unsqueeze(1)
+    padded = x.masked_fill(~mask.unsqueeze(-1), 1e3)  # what lies in the padding must not matter
+    stats = window_statistics(padded, mask)
+    for i, n in enumerate(lengths):
+        real = x[i, :n].numpy()
+        expected = np.stack([real.mean(0), real.std(0), real.min(0), real.max(0), real[-1] - real[0]], axis=-1)
+        np.testing.assert_allclose(stats[i].numpy(), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(window_statistics(x, torch.ones(3, 24, dtype=torch.bool)), window_statistics(x))
+
+
 def test_missing_values_are_interpolated(tmp_path):
     path = tmp_path / "One_TRAIN.ts"
     path.write_text(HEADER + "1,?,3,?:5,6,7,8:up\n")
