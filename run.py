@@ -99,7 +99,8 @@ EVAL_BATCH_SIZE = 256  # evaluation batch size: changes no result, only speed an
 DERIVED_SIGNALS_DEFAULT = {"DualGAFNet": "auto", "ResNet1D": "auto"}
 # The models whose validation macro-F1 on the real AHU files rose with jitter (benchmarks/README.md); 0 for the others.
 AUGMENT_JITTER_DEFAULT = {"ResNet1D": 0.05}
-# ResNet1D's statistics branch: on, as measured with derived signals on the validation folds of table C.
+# The models with a statistics branch (--window_stats) and its default: on for ResNet1D, as measured with derived
+# signals on the validation folds of table C.
 WINDOW_STATS_DEFAULT = {"ResNet1D": True}
 
 
@@ -841,6 +842,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
         args.derived_signals = DERIVED_SIGNALS_DEFAULT.get(args.model, "off")
     if args.window_stats is None:
         args.window_stats = WINDOW_STATS_DEFAULT.get(args.model, False)
+    if args.window_stats and args.model not in WINDOW_STATS_DEFAULT:
+        parser.error(f"argument --window_stats: only {', '.join(WINDOW_STATS_DEFAULT)} has a statistics branch, not {args.model}")
     if args.augment_jitter is None:
         args.augment_jitter = AUGMENT_JITTER_DEFAULT.get(args.model, 0.0)
     asked = {"derived_signals", "sensor_roles"} & tsl.typed_flags(argv)

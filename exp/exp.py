@@ -76,7 +76,8 @@ class Exp:
         if self.plan.sizing == "auto" and args.is_training:  # --batch_size auto (testing reads the checkpoint's layout)
             self.plan = self._size_micro_batch(model)
         self.limits = BatchLimits.of(args, self.plan)  # --fast_dev_run, --limit_train_batches, --limit_val_batches
-        self.data = self.data.evaluated_on(*self.limits.eval_windows(self._eval_batch_size(), rt.world_size))
+        eval_batch = self._eval_batch_size()
+        self.data = self.data.evaluated_on(*self.limits.eval_windows(eval_batch, rt.world_size))
         self.criterion = build_loss(
             args.loss_preset, self.data.num_classes, self.data.train.labels, args.class_weights,
             [fault_family(name) for name in self.data.class_names],
@@ -91,8 +92,7 @@ class Exp:
         self.train_loader = make_loader(train, self.plan.global_micro_batch, True, args.seed, args.num_workers, pin,
                                         self.loader_generator, rt.rank, rt.world_size, resident, self.limits.train)  # fmt: skip
         self.val_loader, self.test_loader = (
-            make_eval_loader(split, self._eval_batch_size(), rt.rank, rt.world_size, args.num_workers, pin, resident)
-            for split in (val, test)
+            make_eval_loader(split, eval_batch, rt.rank, rt.world_size, args.num_workers, pin, resident) for split in (val, test)
         )
         sampler, labels = self.train_loader.sampler, self.data.train.labels
         self.policy = AccumulationPolicy(

@@ -64,7 +64,8 @@ def window_statistics(x: torch.Tensor, mask: torch.Tensor | None = None) -> torc
     mean = (x * real).sum(1) / count
     std = ((((x - mean.unsqueeze(1)) * real) ** 2).sum(1) / count).sqrt()
     low, high = x.masked_fill(~real, float("inf")).amin(1), x.masked_fill(~real, float("-inf")).amax(1)
-    steps = torch.arange(x.shape[1], device=x.device)
-    first, last = (steps * mask).masked_fill(~mask, x.shape[1]).amin(1), (steps * mask).amax(1)
+    steps = torch.arange(x.shape[1], device=x.device).expand_as(mask)
+    first = steps.masked_fill(~mask, x.shape[1]).amin(1).clamp(max=x.shape[1] - 1)  # clamped: a series with no real step
+    last = steps.masked_fill(~mask, -1).amax(1).clamp(min=0)
     rows = torch.arange(x.shape[0], device=x.device)
     return torch.stack([mean, std, low, high, x[rows, last] - x[rows, first]], dim=-1)

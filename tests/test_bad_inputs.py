@@ -131,6 +131,7 @@ CASES = {
     "lr factor one": (["--lr_factor", "1.5"], "--lr_factor"),
     "split block zero": (["--split_block", "0"], "--split_block"),
     "split fold past the pattern": (["--split_fold", "5"], "--split_fold"),
+    "statistics branch of a model without one": (["--model", "Transformer", "--window_stats"], "--window_stats"),
     "split fold of a chronological split": (["--split", "chronological", "--split_fold", "1"], "--split_fold"),
     "bad windows zero": (["--max_bad_windows", "0"], "--max_bad_windows"),
     # conflicting flags
