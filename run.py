@@ -101,7 +101,7 @@ DERIVED_SIGNALS_DEFAULT = {"DualGAFNet": "auto", "ResNet1D": "auto"}
 AUGMENT_JITTER_DEFAULT = {"ResNet1D": 0.05}
 # The models with a statistics branch (--window_stats) and its default: on for ResNet1D, as measured with derived
 # signals on the validation folds of table C.
-WINDOW_STATS_DEFAULT = {"ResNet1D": True}
+WINDOW_STATS_DEFAULT = {"ResNet1D": True, "DualGAFNet": False}
 
 
 def on_off(text: str) -> bool:
@@ -491,8 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(g, "--fusion", role=RECIPE, choices=("gated", "concat", "add"), default="gated", help="DualGAFNet: GASF/GADF fusion per sensor")
     add(g, "--window_stats", role=RECIPE, type=on_off, nargs="?", const=True, default=None, metavar="on|off",
-        help="ResNet1D: a branch on each window's per-sensor statistics (mean, std, min, max, last minus first) beside the "
-        "convolutions; alone it is --window_stats on (default: on for ResNet1D)")  # fmt: skip
+        help="ResNet1D, DualGAFNet: a branch on each window's per-sensor statistics (mean, std, min, max, last minus first) "
+        "straight to the classifier; alone it is --window_stats on (default: on for ResNet1D)")  # fmt: skip
     add(
         g,
         "--no_temporal",

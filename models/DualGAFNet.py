@@ -12,8 +12,11 @@
    On the real LBNL SZCAV file the image branches alone lost to a random forest on window
    statistics (0.51 vs 0.58 macro-F1); with this branch DualGAFNet beats it (0.61), and on the
    simulator it lifts the default run from 0.87 to 0.96 (benchmarks/README.md).
-5. The sensors' features, flattened in a fixed order, and the temporal features go to an MLP
-   classifier.
+5. ``--window_stats``: the window statistics of every sensor (mean, std, min, max, last minus
+   first), flattened, through one linear layer: the levels a random forest reads, given to the
+   head directly rather than only through each sensor's token.
+6. The sensors' features, flattened in a fixed order, the temporal and the statistics features
+   go to an MLP classifier.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from models.layers import FeatureNorm, classifier_head, conv_norm, window_statistics
+from models.layers import FeatureNorm, StatisticsBranch, classifier_head, conv_norm, window_statistics
 from models.ResNet1D import ResidualBlock
 
 
@@ -81,7 +84,10 @@ class Model(nn.Module):
         self.attention_norm = FeatureNorm(args.norm, f)
         use_temporal = not getattr(args, "no_temporal", False)
         self.temporal = nn.Sequential(ResidualBlock(dims.channels, f, args.norm), ResidualBlock(f, f, args.norm)) if use_temporal else None
-        self.head = classifier_head(dims.channels * f + (f if use_temporal else 0), 2 * f, dims.classes, args.dropout)
+        # --window_stats: the same statistics, all sensors at once, straight to the head (as in ResNet1D).
+        self.window_stats = StatisticsBranch(dims.channels, f) if getattr(args, "window_stats", False) else None
+        head_in = dims.channels * f + (f if use_temporal else 0) + (f if self.window_stats is not None else 0)
+        self.head = classifier_head(head_in, 2 * f, dims.classes, args.dropout)
 
     def forward(self, gasf: torch.Tensor, gadf: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
         signals = self.fusion(self.gasf_encoder(gasf), self.gadf_encoder(gadf))
@@ -91,4 +97,6 @@ class Model(nn.Module):
         features = signals.flatten(1)
         if self.temporal is not None:
             features = torch.cat([features, self.temporal(window.transpose(1, 2)).mean(-1)], dim=1)
+        if self.window_stats is not None:
+            features = torch.cat([features, self.window_stats(window)], dim=1)
         return self.head(features)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from models.layers import classifier_head, conv_norm, window_statistics
+from models.layers import StatisticsBranch, classifier_head, conv_norm
 
 
 class ResidualBlock(nn.Module):
@@ -35,10 +35,8 @@ class Model(nn.Module):
         self.blocks = nn.Sequential(
             ResidualBlock(dims.channels, d, args.norm), ResidualBlock(d, 2 * d, args.norm), ResidualBlock(2 * d, 2 * d, args.norm)
         )
-        self.use_stats = getattr(args, "window_stats", False)
-        stats = 5 * dims.channels if self.use_stats else 0
-        self.stats = nn.Sequential(nn.Linear(stats, d), nn.GELU()) if stats else None
-        self.head = classifier_head(2 * d + (d if stats else 0), 2 * d, dims.classes, args.dropout)
+        self.stats = StatisticsBranch(dims.channels, d) if getattr(args, "window_stats", False) else None
+        self.head = classifier_head(2 * d + (d if self.stats is not None else 0), 2 * d, dims.classes, args.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         features = self.blocks(x.transpose(1, 2))  # [B, 2d, T]
@@ -48,5 +46,5 @@ class Model(nn.Module):
             weights = mask.to(features.dtype).unsqueeze(1)  # average over real steps only, not padding
             pooled = (features * weights).sum(-1) / weights.sum(-1).clamp(min=1)
         if self.stats is not None:
-            pooled = torch.cat([pooled, self.stats(window_statistics(x, mask).flatten(1))], dim=1)
+            pooled = torch.cat([pooled, self.stats(x, mask)], dim=1)
         return self.head(pooled)

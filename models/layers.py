@@ -69,3 +69,15 @@ def window_statistics(x: torch.Tensor, mask: torch.Tensor | None = None) -> torc
     last = steps.masked_fill(~mask, -1).amax(1).clamp(min=0)
     rows = torch.arange(x.shape[0], device=x.device)
     return torch.stack([mean, std, low, high, x[rows, last] - x[rows, first]], dim=-1)
+
+
+class StatisticsBranch(nn.Sequential):
+    """The forest's view of a window as a feature vector: ``window_statistics`` of every sensor,
+    flattened, through one linear layer. [B, T, C] (and the padding mask) -> [B, features].
+    A Sequential so its weights keep the names ``0.weight``/``0.bias`` older checkpoints have."""
+
+    def __init__(self, channels: int, features: int):
+        super().__init__(nn.Linear(5 * channels, features), nn.GELU())
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(window_statistics(x, mask).flatten(1))

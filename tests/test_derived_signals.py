@@ -129,3 +129,29 @@ def test_predict_and_export_compute_the_derived_signals_from_the_raw_log(logs, t
     predictor, _ = load_predictor(ckpt / "best.pt", torch.device("cpu"))
     with torch.no_grad():
         np.testing.assert_allclose(torch.jit.load(str(ckpt / "model.ts"))(windows).numpy(), predictor(windows).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("model_name", ["ResNet1D", "DualGAFNet"])
+@pytest.mark.parametrize("stats", [True, False])
+def test_the_statistics_branch_feeds_the_classifier_and_can_be_left_out(model_name, stats):
+    from data_provider.gaf import dual_gaf
+    from models import InputDims, build_model
+    from tests.conftest import make_args
+
+    args = make_args("--model", model_name, "--window_stats", "on" if stats else "off")
+    model = build_model(model_name, args, InputDims(channels=3, length=24, classes=4))
+    branch = model.stats if model_name == "ResNet1D" else model.window_stats
+    if not stats:
+        assert branch is None
+        return
+    window = torch.randn(5, 24, 3, dtype=torch.float64)
+    model.double()
+    inputs = (*dual_gaf(window.clamp(-1, 1), 8), window) if model_name == "DualGAFNet" else (window,)
+    model(*inputs).logsumexp(1).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in branch.parameters())
+    # The branch sees mean, std, min, max and last minus first of every sensor, computed here with numpy.
+    x = window.numpy()
+    expected = np.stack([x.mean(1), x.std(1), x.min(1), x.max(1), x[:, -1] - x[:, 0]], axis=-1).reshape(5, 15)
+    linear = branch[0]
+    reference = torch.nn.functional.gelu(torch.from_numpy(expected) @ linear.weight.T + linear.bias)
+    torch.testing.assert_close(branch(window), reference)
