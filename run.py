@@ -99,9 +99,9 @@ EVAL_BATCH_SIZE = 256  # evaluation batch size: changes no result, only speed an
 DERIVED_SIGNALS_DEFAULT = {"DualGAFNet": "auto", "ResNet1D": "auto"}
 # The models whose validation macro-F1 on the real AHU files rose with jitter (benchmarks/README.md); 0 for the others.
 AUGMENT_JITTER_DEFAULT = {"ResNet1D": 0.05}
-# The models with a statistics branch (--window_stats) and its default: on for ResNet1D, as measured with derived
-# signals on the validation folds of table C.
-WINDOW_STATS_DEFAULT = {"ResNet1D": True, "DualGAFNet": False}
+# The models with a statistics branch (--window_stats) and its default: on for both, as measured (with derived
+# signals) on the validation folds of table C and, for DualGAFNet, the simulator's default run.
+WINDOW_STATS_DEFAULT = {"ResNet1D": True, "DualGAFNet": True}
 
 
 def on_off(text: str) -> bool:
@@ -181,6 +181,19 @@ class Flag:
     role: str
     name: NamePart | None
     older_runs: object = NOT_DECLARED  # recipe flags added later: the value every run had before the flag existed
+    action: argparse.Action | None = None
+
+    def spell(self, value) -> str:
+        """``value`` as it is typed on the command line (for messages): ``--window_stats off``,
+        ``--no_temporal``, ``no --max_gap``."""
+        option = self.action.option_strings[0]
+        if self.action.nargs == 0:  # store_true / store_false
+            return option if value == self.action.const else f"no {option}"
+        if value is None:
+            return f"no {option}"
+        if self.action.type is on_off:
+            return f"{option} {'on' if value else 'off'}"
+        return f"{option} {' '.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
 
 
 def add(group, option: str, *, role: str, name: NamePart | None = None, older_runs=NOT_DECLARED, **kwargs) -> None:
@@ -188,7 +201,7 @@ def add(group, option: str, *, role: str, name: NamePart | None = None, older_ru
     ``older_runs``: a checkpoint written before this recipe flag existed was trained as with this
     value, so ``--resume`` continues it when the run has that value."""
     action = group.add_argument(option, **kwargs)
-    group.flags[action.dest] = Flag(role, name, older_runs)
+    group.flags[action.dest] = Flag(role, name, older_runs, action)
 
 
 @functools.cache
@@ -492,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--fusion", role=RECIPE, choices=("gated", "concat", "add"), default="gated", help="DualGAFNet: GASF/GADF fusion per sensor")
     add(g, "--window_stats", role=RECIPE, type=on_off, nargs="?", const=True, default=None, metavar="on|off",
         help="ResNet1D, DualGAFNet: a branch on each window's per-sensor statistics (mean, std, min, max, last minus first) "
-        "straight to the classifier; alone it is --window_stats on (default: on for ResNet1D)")  # fmt: skip
+        "straight to the classifier; alone it is --window_stats on (default: on)")  # fmt: skip
     add(
         g,
         "--no_temporal",

@@ -172,8 +172,9 @@ def main() -> None:
             forest = rows["random forest (stats)"] = []
             for fold in folds:
                 with contextlib.redirect_stdout(io.StringIO()):
-                    flags = [*data_flags(name, opts.train_stride, fold), "--data", "Classification", "--augment_jitter", "0"]
-                    data = build_data(parse(flags))
+                    # The forest reads the raw sensors' statistics, whatever the runner's defaults add for its models.
+                    raw = ["--data", "Classification", "--derived_signals", "off", "--augment_jitter", "0"]
+                    data = build_data(parse([*data_flags(name, opts.train_stride, fold), *raw]))
                 forest += [random_forest(data, seed) for seed in seeds]
                 sizes.append(f"{len(data.train)}/{len(data.val)}/{len(data.test)}")
         for label in contenders:

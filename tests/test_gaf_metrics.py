@@ -62,7 +62,7 @@ def test_dualgafnet_temporal_branch_is_used_and_can_be_left_out(temporal):
     from models import InputDims, build_model
     from tests.conftest import make_args
 
-    args = make_args("--model", "DualGAFNet", *([] if temporal else ["--no_temporal"]))
+    args = make_args("--model", "DualGAFNet", "--window_stats", "off", *([] if temporal else ["--no_temporal"]))
     model = build_model("DualGAFNet", args, InputDims(channels=3, length=24, classes=4))
     window = torch.randn(5, 24, 3)
     model(*dual_gaf(window.clamp(-1, 1), 8), window).logsumexp(1).sum().backward()
