@@ -407,10 +407,13 @@ class Exp:
             "deployment": deployment_record(self.data, self.args),
         }
 
-    def load(self, path: Path) -> dict:
-        """Load the model weights of a checkpoint after checking it belongs to this model and data."""
+    def load(self, path: Path, check=None) -> dict:
+        """Load the model weights of a checkpoint after checking it belongs to this model and data
+        (and passes ``check(state)`` first: a refusal naming a flag says more than a shape error)."""
         state = self.checkpoints.read(path)  # on the CPU: RNG states must stay there; weights are copied over
         check_model(state, path, self.args.model, self.data.class_names)
+        if check is not None:
+            check(state)
         try:
             self.bare_model.load_state_dict(state["model"])
         except RuntimeError:
@@ -427,9 +430,12 @@ class Exp:
                 print(f"--resume auto: no checkpoint at {path} yet, starting from scratch", flush=True)
                 return None
             raise UserError(f"--resume: checkpoint {path} does not exist")
-        state = self.load(path)
-        self._keep_shrunk_micro_batch(state, path)
-        check_resumable(state, path, a, self.plan, self.data_fingerprint(), self.state.keys())
+
+        def resumable(state: dict) -> None:
+            self._keep_shrunk_micro_batch(state, path)
+            check_resumable(state, path, a, self.plan, self.data_fingerprint(), self.state.keys())
+
+        state = self.load(path, check=resumable)
         try:
             own = self.state.load_state_dict(state, rt.rank, rt.world_size, self.loader_generator)
         except ValueError as exc:

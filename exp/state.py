@@ -207,17 +207,19 @@ def check_resumable(state: dict, path: Path, args, plan, fingerprint: str, keys:
         raise UserError(f"--resume: {path} lacks {', '.join(missing)}: it is not a resumable checkpoint of this version")
     saved = state["args"]
     for flag in flags_with_role(RECIPE):
+        spell = flag_table()[flag].spell
         if flag not in saved:
             before = flag_table()[flag].older_runs
             if before is NOT_DECLARED:
                 raise UserError(f"--resume: {path} was written by an older version without --{flag}; start a new run")
             if getattr(args, flag) != before:
-                then = f"leave --{flag} out" if before is None else f"pass --{flag} {before}"
+                then = spell(before)
+                then = f"leave --{flag} out" if then.startswith("no ") else f"pass {then}"
                 raise UserError(f"--resume: {path} was written by an older version without --{flag}: {then} to continue it, "
                                 "or start a new run")  # fmt: skip
             continue
         if saved[flag] != getattr(args, flag):
-            raise UserError(f"--resume: {path} was written with --{flag} {saved[flag]}, this run has --{flag} {getattr(args, flag)}")
+            raise UserError(f"--resume: {path} was written with {spell(saved[flag])}, this run has {spell(getattr(args, flag))}")
     if state.get("data_fingerprint") != fingerprint:
         raise UserError(f"--resume: {path} was trained on other windows than this run's data ({state.get('data_source')})")
     check_layout(state, path, plan)
