@@ -183,14 +183,18 @@ class Flag:
     older_runs: object = NOT_DECLARED  # recipe flags added later: the value every run had before the flag existed
     action: argparse.Action | None = None
 
+    def absent(self, value) -> bool:
+        """Whether ``value`` is what a run gets without typing the flag at all (None, an unset switch)."""
+        return value is None or (self.action.nargs == 0 and value != self.action.const)
+
     def spell(self, value) -> str:
         """``value`` as it is typed on the command line (for messages): ``--window_stats off``,
         ``--no_temporal``, ``no --max_gap``."""
         option = self.action.option_strings[0]
-        if self.action.nargs == 0:  # store_true / store_false
-            return option if value == self.action.const else f"no {option}"
-        if value is None:
+        if self.absent(value):
             return f"no {option}"
+        if self.action.nargs == 0:  # a switch that is set
+            return option
         if self.action.type is on_off:
             return f"{option} {'on' if value else 'off'}"
         return f"{option} {' '.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
@@ -504,8 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(g, "--fusion", role=RECIPE, choices=("gated", "concat", "add"), default="gated", help="DualGAFNet: GASF/GADF fusion per sensor")
     add(g, "--window_stats", role=RECIPE, type=on_off, nargs="?", const=True, default=None, metavar="on|off",
-        help="ResNet1D, DualGAFNet: a branch on each window's per-sensor statistics (mean, std, min, max, last minus first) "
-        "straight to the classifier; alone it is --window_stats on (default: on)")  # fmt: skip
+        help=f"{', '.join(WINDOW_STATS_DEFAULT)}: a branch on each window's per-sensor statistics (mean, std, min, max, last "
+        "minus first) straight to the classifier; alone it is --window_stats on (default: "
+        + ", ".join(f"{'on' if on else 'off'} for {m}" for m, on in WINDOW_STATS_DEFAULT.items()) + ")")  # fmt: skip
     add(
         g,
         "--no_temporal",
@@ -856,7 +861,7 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
     if args.window_stats is None:
         args.window_stats = WINDOW_STATS_DEFAULT.get(args.model, False)
     if args.window_stats and args.model not in WINDOW_STATS_DEFAULT:
-        parser.error(f"argument --window_stats: only {', '.join(WINDOW_STATS_DEFAULT)} has a statistics branch, not {args.model}")
+        parser.error(f"argument --window_stats: {args.model} has no statistics branch (only {', '.join(WINDOW_STATS_DEFAULT)})")
     if args.augment_jitter is None:
         args.augment_jitter = AUGMENT_JITTER_DEFAULT.get(args.model, 0.0)
     asked = {"derived_signals", "sensor_roles"} & tsl.typed_flags(argv)

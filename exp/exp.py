@@ -407,19 +407,23 @@ class Exp:
             "deployment": deployment_record(self.data, self.args),
         }
 
-    def load(self, path: Path, check=None) -> dict:
-        """Load the model weights of a checkpoint after checking it belongs to this model and data
-        (and passes ``check(state)`` first: a refusal naming a flag says more than a shape error)."""
+    def load(self, path: Path) -> dict:
+        """Load the model weights of a checkpoint after checking it belongs to this model and data."""
+        state = self.read_checkpoint(path)
+        self.load_weights(state, path)
+        return state
+
+    def read_checkpoint(self, path: Path) -> dict:
         state = self.checkpoints.read(path)  # on the CPU: RNG states must stay there; weights are copied over
         check_model(state, path, self.args.model, self.data.class_names)
-        if check is not None:
-            check(state)
+        return state
+
+    def load_weights(self, state: dict, path: Path) -> None:
         try:
             self.bare_model.load_state_dict(state["model"])
         except RuntimeError:
             hint = "different --d_model, --e_layers, --window_stats, --no_temporal or sensors?"
             raise UserError(f"checkpoint {path} does not fit this model ({hint})") from None
-        return state
 
     def _resume(self) -> Path | None:
         """Restore the whole training state from ``--resume auto|PATH``."""
@@ -430,12 +434,11 @@ class Exp:
                 print(f"--resume auto: no checkpoint at {path} yet, starting from scratch", flush=True)
                 return None
             raise UserError(f"--resume: checkpoint {path} does not exist")
-
-        def resumable(state: dict) -> None:
-            self._keep_shrunk_micro_batch(state, path)
-            check_resumable(state, path, a, self.plan, self.data_fingerprint(), self.state.keys())
-
-        state = self.load(path, check=resumable)
+        state = self.read_checkpoint(path)
+        self._keep_shrunk_micro_batch(state, path)
+        # The recipe before the weights: a refusal naming the flag says more than a shape error.
+        check_resumable(state, path, a, self.plan, self.data_fingerprint(), self.state.keys())
+        self.load_weights(state, path)
         try:
             own = self.state.load_state_dict(state, rt.rank, rt.world_size, self.loader_generator)
         except ValueError as exc:

@@ -207,14 +207,14 @@ def check_resumable(state: dict, path: Path, args, plan, fingerprint: str, keys:
         raise UserError(f"--resume: {path} lacks {', '.join(missing)}: it is not a resumable checkpoint of this version")
     saved = state["args"]
     for flag in flags_with_role(RECIPE):
-        spell = flag_table()[flag].spell
+        entry = flag_table()[flag]
+        spell = entry.spell
         if flag not in saved:
-            before = flag_table()[flag].older_runs
+            before = entry.older_runs
             if before is NOT_DECLARED:
                 raise UserError(f"--resume: {path} was written by an older version without --{flag}; start a new run")
             if getattr(args, flag) != before:
-                then = spell(before)
-                then = f"leave --{flag} out" if then.startswith("no ") else f"pass {then}"
+                then = f"leave --{flag} out" if entry.absent(before) else f"pass {spell(before)}"
                 raise UserError(f"--resume: {path} was written by an older version without --{flag}: {then} to continue it, "
                                 "or start a new run")  # fmt: skip
             continue
