@@ -273,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         g, "--itr", role=RUN, type=positive_int(1000), default=1, help="repeat the experiment this many times, with seeds seed, seed+1, ..."
     )
+    add(g, "--ensemble", role=RUN, action="store_true",
+        help="with --itr K (2 or more): also test the mean class probabilities of the K repeats' best models, written to "
+        "ensemble.json and ensemble_predictions.csv in the first repeat's results (apply it to new logs with --predict "
+        "--checkpoint A,B,...)")  # fmt: skip
     add(
         g,
         "--seed",
@@ -797,7 +801,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="apply --checkpoint to --data_path (no labels needed) and write predictions.csv; with labels, also the metrics",
     )
-    add(g, "--checkpoint", role=RUN, metavar="PATH", default=None, help="--predict: a best.pt or last.pt written by this runner")
+    add(g, "--checkpoint", role=RUN, metavar="PATH", default=None,
+        help="--predict: a best.pt or last.pt written by this runner; several, comma-separated (A.pt,B.pt): an ensemble, "
+        "their class probabilities averaged (same sensors, classes and window)")  # fmt: skip
     add(
         g,
         "--export",
@@ -890,7 +896,7 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
         parser.error("argument --predict: needs --checkpoint PATH (a best.pt) and --data_path NEW.csv")
     if args.predict:
         typed = tsl.typed_flags(argv)
-        for flag in ("export", "tensorboard", "itr", "resume", "is_training"):
+        for flag in ("export", "tensorboard", "itr", "ensemble", "resume", "is_training"):
             if flag in typed:
                 parser.error(f"argument --{flag}: does not apply to --predict (it applies --checkpoint to --data_path)")
         if launched_world_size() > 1:
@@ -910,6 +916,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
     if args.overwrite and (args.resume is not None or not args.is_training or args.predict):
         other = "--resume continues it" if args.resume is not None else "it only applies to training"
         parser.error(f"argument --overwrite: starts the run afresh, but {other}")
+    if args.ensemble and args.itr < 2 and not args.predict:
+        parser.error(f"argument --ensemble: averages the --itr repeats, and this run has --itr {args.itr}; give --itr 2 or more")
     if args.resume not in (None, "auto") and args.itr > 1:
         parser.error("argument --resume: a checkpoint path resumes one run; use --resume auto with --itr")
     if args.export_data is not None and not args.export_data.strip():
@@ -1110,7 +1118,7 @@ def _run(args: argparse.Namespace, plan, runtime, scratch: Path | None = None) -
     data = build_data(args)  # the same windows for every repetition
     tsl.check_dims(args, len(data.sensors), data.num_classes, data.source)
     find_normal_class(data.class_names, args.normal_class)  # a wrong --normal_class stops the run before it trains
-    results = []
+    results, probabilities = [], []
     for run_args, setting in zip(repeats, settings):
         if not args.dry_run:
             print(f">>> {'training' if args.is_training else 'testing'} {setting}", flush=True)
@@ -1122,6 +1130,7 @@ def _run(args: argparse.Namespace, plan, runtime, scratch: Path | None = None) -
         if args.is_training:
             exp.train(setting)
         results.append(exp.test(setting))
+        probabilities.append(exp.test_report["probs"])
         if args.export:
             exp.export(setting)
         if args.fast_dev_run is not None:
@@ -1132,6 +1141,13 @@ def _run(args: argparse.Namespace, plan, runtime, scratch: Path | None = None) -
         path = Path(args.results) / settings[0] / "repeats.json"
         runtime.write(path, lambda: write_json(path, summary))
         print(f"{summary['line']} -> {path}", flush=True)
+    if args.ensemble and results and runtime.is_writer:
+        from exp.ensemble import score_ensemble
+
+        tested = exp.data  # the same test windows in every repeat
+        score_ensemble(results, probabilities, exp.test_report["y_true"], tested.class_names,
+                       find_normal_class(tested.class_names, args.normal_class), tested.window_bounds(tested.test),
+                       Path(args.results) / settings[0])  # fmt: skip
     return 0
 
 

@@ -11,6 +11,7 @@ macro-F1 (what options are chosen on) beside the test figures (reported, never c
     python benchmarks/lbnl_accuracy.py [--seeds 3] [--files SZCAV SZVAV MZVAV-2-1] [--best ResNet1D] [--train_stride 12]
     python benchmarks/lbnl_accuracy.py --seeds 9 --ensemble 3 --jobs 8   # + ensembles of 3 seeds, 8 runs at once
     python benchmarks/lbnl_accuracy.py --folds 5 --jobs 2                 # blocked cross-validation: every block tested once
+    python benchmarks/lbnl_accuracy.py --folds 5 --models --forest_without "Outdoor Air Temperature"  # the forest only, blind to a sensor
 
 --ensemble K also scores the mean class probabilities of K consecutive seeds (what --itr K
 --ensemble gives a user). --jobs runs that many trainings at once in separate processes.
@@ -70,18 +71,21 @@ def data_flags(name: str, train_stride: int = 48, fold: int = 0) -> list[str]:
             "--split", "blocked", "--split_fold", str(fold), "--progress", "none"]  # fmt: skip
 
 
-def forest_features(dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Per-window statistics of every channel, the same ones the models' statistics branch uses."""
+def forest_features(dataset, channels: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window statistics of every channel (or of ``channels``), the same ones the models' statistics branch uses."""
     x = dataset[np.arange(len(dataset))].x.double()  # [N, T, C]
-    return window_statistics(x).flatten(1).numpy(), dataset.labels
+    stats = window_statistics(x)  # [N, C, 5]
+    return (stats if channels is None else stats[:, channels]).flatten(1).numpy(), dataset.labels
 
 
-def random_forest(data, seed: int) -> dict:
+def random_forest(data, seed: int, without: list[str] = ()) -> dict:
+    """``without``: sensors (column-name substrings) left out of the forest's features."""
     from sklearn.ensemble import RandomForestClassifier
 
-    forest = RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=-1).fit(*forest_features(data.train))
-    x_val, y_val = forest_features(data.val)
-    x_test, y_test = forest_features(data.test)
+    kept = [i for i, name in enumerate(data.channels) if not any(part in name for part in without)]
+    forest = RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=-1).fit(*forest_features(data.train, kept))
+    x_val, y_val = forest_features(data.val, kept)
+    x_test, y_test = forest_features(data.test, kept)
     report = classification_report(y_test, forest.predict(x_test), data.num_classes)
     report["val_macro_f1"] = classification_report(y_val, forest.predict(x_val), data.num_classes)["macro_f1"]
     return report
@@ -131,7 +135,7 @@ def main() -> None:
     p.add_argument("--files", nargs="+", default=["SZCAV", "SZVAV", "MZVAV-2-1"])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--best", default="ResNet1D", help="our best model (for --data, the model's format is used)")
-    p.add_argument("--models", nargs="+", default=None, help="our models to run (default: --best and DualGAFNet)")
+    p.add_argument("--models", nargs="*", default=None, help="our models to run (default: --best and DualGAFNet; none: the forest only)")
     p.add_argument("--train_stride", type=int, default=48, help="stride of the training windows (forest and models alike)")
     p.add_argument("--extra", default="", help="extra run.py flags for our models, e.g. '--train_epochs 40'")
     p.add_argument("--ensemble", type=int, default=0, help="also score ensembles of this many consecutive seeds (mean probabilities)")
@@ -139,12 +143,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (default: torch's own)")
     p.add_argument("--folds", type=int, default=1, help="run folds 0..N-1 of the blocked split (--split_fold), 1 to 5")
     p.add_argument("--no_forest", action="store_true", help="leave out the random forest")
+    p.add_argument("--forest_without", nargs="+", default=[], metavar="SENSOR",
+                   help="sensors (column-name substrings) the forest does not see, e.g. 'Outdoor Air Temperature'")  # fmt: skip
     p.add_argument("--work", default="/tmp/lbnl_benchmark", help="scratch folder for checkpoints and results")
     opts = p.parse_args()
     if not DATA.is_dir():
         sys.exit(f"LBNL data not found at {DATA}")
     extra = opts.extra.split()
-    models = opts.models or [opts.best, "DualGAFNet"]
+    models = opts.models if opts.models is not None else [opts.best, "DualGAFNet"]
     contenders = {f"ours: {m}": ["--model", m, *extra] for m in models}
     if not 1 <= opts.folds <= 5:
         sys.exit(f"--folds must be 1 to 5, got {opts.folds}")
@@ -169,13 +175,13 @@ def main() -> None:
     for name in opts.files:
         rows, sizes = {}, []
         if not opts.no_forest:
-            forest = rows["random forest (stats)"] = []
+            forest = rows["random forest (stats)" + (" without " + ", ".join(opts.forest_without) if opts.forest_without else "")] = []
             for fold in folds:
                 with contextlib.redirect_stdout(io.StringIO()):
                     # The forest reads the raw sensors' statistics, whatever the runner's defaults add for its models.
                     raw = ["--data", "Classification", "--derived_signals", "off", "--augment_jitter", "0"]
                     data = build_data(parse([*data_flags(name, opts.train_stride, fold), *raw]))
-                forest += [random_forest(data, seed) for seed in seeds]
+                forest += [random_forest(data, seed, opts.forest_without) for seed in seeds]
                 sizes.append(f"{len(data.train)}/{len(data.val)}/{len(data.test)}")
         for label in contenders:
             rows[label] = [runs[(name, label, fold, seed)] for fold in folds for seed in seeds]

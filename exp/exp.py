@@ -317,6 +317,7 @@ class Exp:
         results_dir = rt.from_writer(lambda: ensure_dir(Path(a.results) / setting, "--results"))
         report = evaluate(self.bare_model, self.test_loader, self.device, self.trainer.autocast, self.runtime, self.data.num_classes,
                           probabilities=True)  # fmt: skip
+        self.test_report = report  # its probabilities: --ensemble averages the repeats'
         names = self.data.class_names
         normal = find_normal_class(names, a.normal_class)
         fdd = fdd_rates(report["confusion_matrix"], normal)

@@ -1,4 +1,4 @@
-"""``run.py --predict``: apply a trained checkpoint to a new sensor log.
+"""``run.py --predict``: apply a trained checkpoint (or several, averaged) to a new sensor log.
 
 The log is read like training data (same CSV rules, --missing, time gaps cut segments), its
 sensor columns must be the trained ones, its sampling interval the trained one. Windows of the
@@ -17,6 +17,7 @@ import numpy as np
 
 from data_provider.csv_source import read_sensor_csv, sniff_dialect
 from data_provider.windows import find_segments, window_bounds, window_starts
+from exp.ensemble import check_members, mean_probabilities
 from exp.inference import load_predictor, prediction_table, probabilities, write_predictions
 from exp.runtime import resolve_device
 from utils.errors import UserError
@@ -28,9 +29,15 @@ DEFAULT_STEP = 96  # run.py's --step default: a --step other than this and the t
 
 
 def predict(args) -> int:
-    checkpoint = Path(args.checkpoint)
+    parts = [part.strip() for part in args.checkpoint.split(",")]  # several: an ensemble
+    if not all(parts):
+        raise UserError(f"--checkpoint: an empty path in {args.checkpoint!r} (separate several with commas, no empty ones)")
+    checkpoints = [Path(part) for part in parts]
+    checkpoint = checkpoints[0]  # its training settings (CSV columns, stride) apply to the log
     device = resolve_device(args.device)
-    predictor, state = load_predictor(checkpoint, device)
+    loaded = [load_predictor(path, device) for path in checkpoints]
+    predictors, state = [predictor for predictor, _ in loaded], loaded[0][1]
+    check_members([s["deployment"] for _, s in loaded], checkpoints)
     deployment = state["deployment"]
     channels, class_names, window = deployment["channels"], deployment["class_names"], deployment["window"]
     stride = args.stride or deployment["stride"]
@@ -64,10 +71,11 @@ def predict(args) -> int:
             f"--data_path: {path}: the model's windows of {window} rows are longer than every stretch of the file "
             f"without a time gap{' or label change' if labels is not None else ''} (the longest has {longest} rows)"
         )
-    probs = probabilities(predictor, values, starts, window, device)
+    probs = mean_probabilities([probabilities(predictor, values, starts, window, device) for predictor in predictors])
     y_true = None if labels is None else labels[starts]
 
-    folder = f"predict_{safe_name(Path(args.data_path).stem)}_{safe_name(checkpoint.stem)}"  # per log and checkpoint
+    model = safe_name(checkpoint.stem) if len(checkpoints) == 1 else f"ensemble_of_{len(checkpoints)}"
+    folder = f"predict_{safe_name(Path(args.data_path).stem)}_{model}"  # per log and checkpoint (or ensemble)
     out_dir = ensure_dir(Path(args.results) / checkpoint.parent.name / folder, "--results")
     table = prediction_table(*window_bounds(log.times, starts, window), probs, class_names, y_true)
     write_predictions(out_dir / "predictions.csv", table)
@@ -75,12 +83,13 @@ def predict(args) -> int:
         with writing(out_dir / "metrics.json"):
             (out_dir / "metrics.json").unlink(missing_ok=True)  # an earlier labelled prediction's metrics do not describe this one
     counts = table["predicted_class"].value_counts()
-    print(f"Predicted {len(starts)} windows of {window} rows (stride {stride}) from {path} with {checkpoint}", flush=True)
+    used = checkpoint if len(checkpoints) == 1 else f"the mean probabilities of {len(checkpoints)} checkpoints ({args.checkpoint})"
+    print(f"Predicted {len(starts)} windows of {window} rows (stride {stride}) from {path} with {used}", flush=True)
     print("Predicted classes: " + ", ".join(f"{name} {n}" for name, n in counts.items()), flush=True)
     if y_true is not None:
         report = classification_report(y_true, probs.argmax(1), len(class_names))
         metrics = {
-            "checkpoint": str(checkpoint),
+            "checkpoint": ",".join(str(c) for c in checkpoints),
             "data": str(path),
             "windows": int(len(starts)),
             "accuracy": report["accuracy"],

@@ -82,6 +82,13 @@ def predict_log(tmp: Path) -> list[str]:
     return ["--predict", "--root_path", str(tmp), "--data_path", "new.csv"]
 
 
+def ensemble_of_other_classes(tmp: Path) -> list[str]:
+    state = torch.load(CHECKPOINT, weights_only=True)
+    state["deployment"]["class_names"] = [f"class {i}" for i in range(len(state["deployment"]["class_names"]))]
+    torch.save(state, tmp / "renamed.pt")  # the same model, its classes named otherwise
+    return predict_log(tmp) + ["--checkpoint", f"{CHECKPOINT},{tmp / 'renamed.pt'}"]
+
+
 def existing_run(tmp: Path) -> list[str]:
     folder = tmp / "out" / "checkpoints" / setting()
     folder.mkdir(parents=True)
@@ -226,6 +233,11 @@ CASES = {
     "tsl alias out of range": (["--window_step", "0"], "--window_step"),
     "tsl negative gpu": (["--gpu", "-1"], "--gpu"),
     "predict with a missing checkpoint": (lambda t: predict_log(t) + ["--checkpoint", str(t / "no.pt")], "no.pt"),
+    "ensemble without repeats": (["--ensemble", "--itr", "1"], "--ensemble: averages the --itr repeats, and this run has --itr 1"),
+    "predict with ensemble": (["--predict", "--checkpoint", "x.pt", "--data_path", "x.csv", "--ensemble"], "--ensemble"),
+    "predict with an empty path in the checkpoints": (lambda t: predict_log(t) + ["--checkpoint", f"{CHECKPOINT},"], "an empty path"),
+    "predict with a missing ensemble member": (lambda t: predict_log(t) + ["--checkpoint", f"{CHECKPOINT},{t / 'no.pt'}"], "no.pt"),
+    "predict with members of other classes": (ensemble_of_other_classes, "renamed.pt differs from"),
     "predict on a log without the trained sensors": (lambda t: predict_log(t) + ["--checkpoint", str(CHECKPOINT)],
                                                      "lacks the sensor column(s) OA_TEMP"),
     # Time-Series-Library command lines

@@ -103,6 +103,33 @@ def test_probabilities_and_top3_are_consistent(trained, tmp_path):
     assert ((ends - starts) == pd.Timedelta(minutes=31)).all()  # 32 rows a minute apart
 
 
+def test_predict_with_several_checkpoints_averages_their_probabilities(trained, tmp_path, capsys):
+    """An ensemble of the three formats' models (each with its own input format, the same sensors and
+    classes): the table's class and probability are those of the mean of each model's own probabilities."""
+    paths = [run_folder(trained[fmt], "ckpt") / "best.pt" for fmt in FORMATS]
+    log = trained["log"] / "unlabelled.csv"
+    assert predict(tmp_path, ",".join(str(p) for p in paths), log) == 0
+    assert "the mean probabilities of 3 checkpoints" in capsys.readouterr().out
+    (out,) = (tmp_path / "pred").rglob("predictions.csv")
+    assert out.parent.name == "predict_unlabelled_ensemble_of_3"
+    table, frame = pd.read_csv(out), pd.read_csv(log)
+    row_of = {time: i for i, time in enumerate(pd.to_datetime(frame["Datetime"]))}
+    members = []
+    for path in paths:
+        predictor, state = load_predictor(path, torch.device("cpu"))
+        deployment = state["deployment"]
+        values = frame[deployment["channels"]].to_numpy(dtype=np.float64)
+        starts = np.array([row_of[t] for t in pd.to_datetime(table["window_start"])])
+        windows = torch.as_tensor(values[starts[:, None] + np.arange(deployment["window"])])
+        with torch.no_grad():
+            members.append(predictor(windows).numpy())
+    mean = np.mean(members, axis=0)
+    names = np.array(deployment["class_names"])
+    assert (table["predicted_class"] == names[mean.argmax(1)]).all()
+    np.testing.assert_allclose(table["probability"], mean.max(1), atol=1e-6)
+    assert not all((m.argmax(1) == mean.argmax(1)).all() for m in members)  # the mean is not just one member's answer
+
+
 def refuse(capsys, tmp_path, code: int, culprit: str) -> None:
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
