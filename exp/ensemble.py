@@ -14,8 +14,8 @@ import numpy as np
 
 from exp.inference import prediction_table, write_predictions
 from utils.errors import UserError
-from utils.fdd import fdd_rates, format_report
-from utils.metrics import classification_report, per_class
+from utils.fdd import diagnosis_fields, format_report
+from utils.metrics import classification_report
 from utils.outputs import write_json
 
 # What members must share to be averaged: the same raw sensors in the same order, the same classes,
@@ -43,7 +43,6 @@ def score_ensemble(members: list[dict], probs: list[np.ndarray], y_true: np.ndar
     windows (``bounds``: where they start and end); write ensemble.json and ensemble_predictions.csv."""
     mean = mean_probabilities(probs)
     report = classification_report(y_true, mean.argmax(1), len(class_names))
-    fdd = fdd_rates(report["confusion_matrix"], normal)
     singles = [m["test_macro_f1"] for m in members]
     metrics = {
         "runs": [m["run"] for m in members],
@@ -52,13 +51,7 @@ def score_ensemble(members: list[dict], probs: list[np.ndarray], y_true: np.ndar
         "test_accuracy": report["accuracy"],
         "test_macro_f1": report["macro_f1"],
         "members_test_macro_f1": singles,
-        "per_class": per_class(report, class_names),
-        "confusion_matrix": report["confusion_matrix"],
-        "class_names": class_names,
-        "normal_class": None if normal is None else class_names[normal],
-        "false_alarm_rate": fdd["false_alarm_rate"],
-        "detection_rate": fdd["detection_rate"],
-        "fault_detection": fdd,
+        **diagnosis_fields(report, class_names, normal),
     }
     write_json(results_dir / "ensemble.json", metrics)
     write_predictions(results_dir / "ensemble_predictions.csv", prediction_table(*bounds, mean, class_names, y_true))

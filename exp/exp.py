@@ -29,9 +29,8 @@ from models import InputDims, build_model
 from run import EVAL_BATCH_SIZE, auto_epochs
 from utils.early_stopping import EarlyStopping
 from utils.errors import UserError
-from utils.fdd import fdd_rates, find_normal_class, format_report
+from utils.fdd import diagnosis_fields, find_normal_class, format_report
 from utils.losses import build_loss, fault_family
-from utils.metrics import per_class
 from utils.outputs import ensure_dir, write_history, write_json, writing
 from utils.provenance import now, run_record
 from utils.schedulers import build_scheduler
@@ -320,7 +319,6 @@ class Exp:
         self.test_report = report  # its probabilities: --ensemble averages the repeats'
         names = self.data.class_names
         normal = find_normal_class(names, a.normal_class)
-        fdd = fdd_rates(report["confusion_matrix"], normal)
         metrics = {
             "run": setting,
             "phase": "train" if self.trained_epochs else "test",  # did this process train, or only test (a finished run too)
@@ -333,14 +331,7 @@ class Exp:
             "test_macro_f1": report["macro_f1"],
             "test_loss": report["loss"],
             "test_samples": int(len(report["y_true"])),
-            "per_class": per_class(report, names),
-            "confusion_matrix": report["confusion_matrix"],
-            "class_names": names,
-            "normal_class": None if normal is None else names[normal],
-            "false_alarm_rate": fdd["false_alarm_rate"],
-            "detection_rate": fdd["detection_rate"],
-            "diagnosis_accuracy": fdd["diagnosis_accuracy"],
-            "fault_detection": fdd,
+            **diagnosis_fields(report, names, normal),
             "batch_size": layout["batch_size"],
             "accumulation_steps": layout["steps"],
             "accumulation_mode": self.plan.mode,

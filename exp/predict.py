@@ -21,8 +21,8 @@ from exp.ensemble import check_members, mean_probabilities
 from exp.inference import load_predictor, prediction_table, probabilities, write_predictions
 from exp.runtime import resolve_device
 from utils.errors import UserError
-from utils.fdd import fdd_rates, find_normal_class, format_report
-from utils.metrics import classification_report, per_class
+from utils.fdd import diagnosis_fields, find_normal_class, format_report
+from utils.metrics import classification_report
 from utils.outputs import ensure_dir, safe_name, write_json, writing
 
 DEFAULT_STEP = 96  # run.py's --step default: a --step other than this and the trained window is refused
@@ -94,11 +94,7 @@ def predict(args) -> int:
             "windows": int(len(starts)),
             "accuracy": report["accuracy"],
             "macro_f1": report["macro_f1"],
-            "per_class": per_class(report, class_names),
-            "confusion_matrix": report["confusion_matrix"],
-            "class_names": class_names,
-            "normal_class": None if normal is None else class_names[normal],
-            "fault_detection": fdd_rates(report["confusion_matrix"], normal),
+            **diagnosis_fields(report, class_names, normal),
         }
         write_json(out_dir / "metrics.json", metrics)
         print(format_report(report, class_names, normal), flush=True)

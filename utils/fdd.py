@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from utils.errors import UserError
+from utils.metrics import per_class
 
 # Class names that mean "no fault", compared case-insensitively after trimming blanks.
 NORMAL_NAMES = ("normal", "fault-free", "fault free", "0")
@@ -81,6 +82,22 @@ def fdd_rates(confusion, normal: int | None) -> dict:
         diagnosis_accuracy=_ratio(correctly_diagnosed, detected),
     )
     return out
+
+
+def diagnosis_fields(report: dict, class_names: list[str], normal: int | None) -> dict:
+    """The per-class, confusion-matrix and fault-detection part of every metrics.json (test,
+    --ensemble, --predict), from a classification report."""
+    fdd = fdd_rates(report["confusion_matrix"], normal)
+    return {
+        "per_class": per_class(report, class_names),
+        "confusion_matrix": report["confusion_matrix"],
+        "class_names": list(class_names),
+        "normal_class": None if normal is None else class_names[normal],
+        "false_alarm_rate": fdd["false_alarm_rate"],
+        "detection_rate": fdd["detection_rate"],
+        "diagnosis_accuracy": fdd["diagnosis_accuracy"],
+        "fault_detection": fdd,
+    }
 
 
 def find_normal_class(class_names: list[str], requested: str | None) -> int | None:
