@@ -82,6 +82,9 @@ def random_forest(data, seed: int, without: list[str] = ()) -> dict:
     """``without``: sensors (column-name substrings) left out of the forest's features."""
     from sklearn.ensemble import RandomForestClassifier
 
+    unknown = [part for part in without if not any(part in name for name in data.channels)]
+    if unknown:
+        sys.exit(f"--forest_without: no sensor of {data.source} has {unknown[0]!r} in its name")
     kept = [i for i, name in enumerate(data.channels) if not any(part in name for part in without)]
     forest = RandomForestClassifier(n_estimators=300, random_state=seed, n_jobs=-1).fit(*forest_features(data.train, kept))
     x_val, y_val = forest_features(data.val, kept)
