@@ -916,7 +916,7 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
     if args.overwrite and (args.resume is not None or not args.is_training or args.predict):
         other = "--resume continues it" if args.resume is not None else "it only applies to training"
         parser.error(f"argument --overwrite: starts the run afresh, but {other}")
-    if args.ensemble and args.itr < 2 and not args.predict:
+    if args.ensemble and args.itr < 2:  # (with --predict, refused above)
         parser.error(f"argument --ensemble: averages the --itr repeats, and this run has --itr {args.itr}; give --itr 2 or more")
     if args.resume not in (None, "auto") and args.itr > 1:
         parser.error("argument --resume: a checkpoint path resumes one run; use --resume auto with --itr")

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from data_provider.data_factory import build_data  # noqa: E402
+from exp.ensemble import mean_probabilities  # noqa: E402
 from exp.evaluation import evaluate  # noqa: E402
 from exp.exp import Exp  # noqa: E402
 from models.layers import window_statistics  # noqa: E402
@@ -71,11 +72,10 @@ def data_flags(name: str, train_stride: int = 48, fold: int = 0) -> list[str]:
             "--split", "blocked", "--split_fold", str(fold), "--progress", "none"]  # fmt: skip
 
 
-def forest_features(dataset, channels: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-window statistics of every channel (or of ``channels``), the same ones the models' statistics branch uses."""
+def forest_features(dataset, channels: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window statistics of ``channels``, the same ones the models' statistics branch uses."""
     x = dataset[np.arange(len(dataset))].x.double()  # [N, T, C]
-    stats = window_statistics(x)  # [N, C, 5]
-    return (stats if channels is None else stats[:, channels]).flatten(1).numpy(), dataset.labels
+    return window_statistics(x)[:, channels].flatten(1).numpy(), dataset.labels  # [N, C, 5] -> [N, 5 * kept]
 
 
 def random_forest(data, seed: int, without: list[str] = ()) -> dict:
@@ -123,7 +123,7 @@ def ensembles(scores: list[dict], size: int, split: str, seeds: int) -> list[flo
     out = []
     for group in groups:
         y_true = group[0][split][0]
-        mean = np.mean([s[split][1] for s in group], axis=0)
+        mean = mean_probabilities([s[split][1] for s in group])  # what --itr K --ensemble computes
         out.append(classification_report(y_true, mean.argmax(-1), mean.shape[1])["macro_f1"])
     return out
 

@@ -125,6 +125,7 @@ class Exp:
         self.ckpt_dir = self.results_dir = None  # set by train()
         self.tracker = NullTracker()
         self.trained_epochs = 0  # epochs trained by this process (0: --is_training 0, or a finished run resumed)
+        self.test_report: dict | None = None  # set by test(): its class probabilities, which --ensemble averages
         self.trainer = Trainer(
             args=args, plan=self.plan, runtime=rt, model=self.model, criterion=self.criterion, optimizer=self.optimizer,
             scheduler=self.scheduler, scheduler_per_update=scheduler_per_update, scaler=self.scaler, amp_dtype=self.amp_dtype,
@@ -316,7 +317,7 @@ class Exp:
         results_dir = rt.from_writer(lambda: ensure_dir(Path(a.results) / setting, "--results"))
         report = evaluate(self.bare_model, self.test_loader, self.device, self.trainer.autocast, self.runtime, self.data.num_classes,
                           probabilities=True)  # fmt: skip
-        self.test_report = report  # its probabilities: --ensemble averages the repeats'
+        self.test_report = report
         names = self.data.class_names
         normal = find_normal_class(names, a.normal_class)
         metrics = {
