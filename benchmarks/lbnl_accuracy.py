@@ -109,9 +109,9 @@ def ours(name: str, model_flags: list[str], seed: int, tmp: Path, train_stride: 
         exp = Exp(args, data)
         setting = f"{name}_{seed}_fold{fold}"  # a folder per run: runs in flight at once never share one
         exp.train(setting)
-        metrics = exp.test(setting)  # leaves the best model loaded
-        val, test = (evaluate(exp.bare_model, loader, exp.device, exp.trainer.autocast, exp.runtime, data.num_classes,
-                              probabilities=True) for loader in (exp.val_loader, exp.test_loader))  # fmt: skip
+        metrics = exp.test(setting)  # leaves the best model loaded; its test probabilities in exp.test_report
+        val = evaluate(exp.bare_model, exp.val_loader, exp.device, exp.trainer.autocast, exp.runtime, data.num_classes, probabilities=True)
+        test = exp.test_report
     return {"macro_f1": metrics["test_macro_f1"], "accuracy": metrics["test_accuracy"], "val_macro_f1": val["macro_f1"],
             "val": (val["y_true"], val["probs"]), "test": (test["y_true"], test["probs"])}  # fmt: skip
 

@@ -31,7 +31,7 @@ from utils.early_stopping import EarlyStopping
 from utils.errors import UserError
 from utils.fdd import diagnosis_fields, find_normal_class, format_report
 from utils.losses import build_loss, fault_family
-from utils.outputs import ensure_dir, write_history, write_json, writing
+from utils.outputs import check_creatable, ensure_dir, write_history, write_json, writing
 from utils.provenance import now, run_record
 from utils.schedulers import build_scheduler
 from utils.tracking import NullTracker, start_tracker
@@ -266,10 +266,13 @@ class Exp:
         folders = (Path(a.checkpoints) / setting, Path(a.results) / setting)
         if a.overwrite:  # asked for: the earlier run's files go only now, once data and model were built without error
             rt.from_writer(lambda: [_remove(folder) for folder in folders])
-        self.ckpt_dir = rt.from_writer(lambda: ensure_dir(folders[0], "--checkpoints"))
-        self.results_dir = rt.from_writer(lambda: ensure_dir(folders[1], "--results"))
+        # Folders are made only once both can be and a resume (if any) was accepted: a refusal leaves none behind.
+        flags = ("--checkpoints", "--results")
+        rt.from_writer(lambda: [check_creatable(folder, flag) for folder, flag in zip(folders, flags)])
+        self.ckpt_dir, self.results_dir = folders
         self.trainer.ckpt_dir = self.ckpt_dir
         resumed_from = self._resume() if a.resume else None
+        rt.from_writer(lambda: [ensure_dir(folder, flag) for folder, flag in zip(folders, flags)])
         path = self.results_dir / "args.json"
         rt.write(path, lambda: write_json(path, run_record(a, setting, self.data.source, path)))
         self.tracker = start_tracker(a, self.results_dir, rt.is_writer)

@@ -264,7 +264,8 @@ def trained_checkpoint(tmp_path_factory):
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+    """Every file with its hash and every folder (an empty run folder left behind counts too)."""
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() else "folder" for p in folder.rglob("*")}
 
 
 def call(flags: list[str]) -> int:

@@ -16,8 +16,7 @@ from utils.errors import OutputError, UserError
 
 def ensure_dir(path: Path, flag: str) -> Path:
     """Create an output folder, or fail with the flag's name when it cannot be written."""
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{flag}: {path} exists and is not a folder")
+    check_creatable(path, flag)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -25,6 +24,18 @@ def ensure_dir(path: Path, flag: str) -> Path:
     if not os.access(path, os.W_OK):
         raise UserError(f"{flag}: folder {path} is not writable")
     return path
+
+
+def check_creatable(path: Path, flag: str) -> None:
+    """Fail as ``ensure_dir`` would, without creating anything: the nearest existing folder on
+    the way must be a writable folder. Checking every output first leaves no folder behind."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag}: {path} exists and is not a folder")
+    existing = next(p for p in path.absolute().parents if p.exists()) if not path.exists() else path
+    if not existing.is_dir():
+        raise UserError(f"{flag}: cannot create folder {path} ({existing} is a file)")
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"{flag}: folder {existing} is not writable")
 
 
 @contextlib.contextmanager
