@@ -102,6 +102,9 @@ AUGMENT_JITTER_DEFAULT = {"ResNet1D": 0.05}
 # The models with a statistics branch (--window_stats) and its default: on for both, as measured (with derived
 # signals) on the validation folds of table C and, for DualGAFNet, the simulator's default run.
 WINDOW_STATS_DEFAULT = {"ResNet1D": True, "DualGAFNet": True}
+# DualGAFNet's temporal branch (--temporal).
+TEMPORAL_BRANCHES = ("resnet", "small")
+TEMPORAL_DEFAULT = "small"
 
 
 def on_off(text: str) -> bool:
@@ -523,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="DualGAFNet: leave out the 1-D conv branch on the raw window (only the GASF/GADF images and window statistics)",
     )
+    add(g, "--temporal", role=RECIPE, older_runs="small", choices=TEMPORAL_BRANCHES, default=TEMPORAL_DEFAULT,
+        help="DualGAFNet: its 1-D conv branch on the raw window: resnet (ResNet1D's three residual blocks, widths d, 2d, 2d) "
+        f"or small (two blocks of width d, the branch of checkpoints written before this flag); default {TEMPORAL_DEFAULT}")  # fmt: skip
 
     g = group("training")
     add(
@@ -870,6 +876,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
         parser.error(f"argument --window_stats: {args.model} has no statistics branch (only {', '.join(WINDOW_STATS_DEFAULT)})")
     if args.augment_jitter is None:
         args.augment_jitter = AUGMENT_JITTER_DEFAULT.get(args.model, 0.0)
+    if args.no_temporal and "temporal" in tsl.typed_flags(argv):
+        parser.error("argument --temporal: --no_temporal leaves the temporal branch out; give one or the other")
     asked = {"derived_signals", "sensor_roles"} & tsl.typed_flags(argv)
     if args.derived_signals == "auto" and asked and args.data_path and not args.predict and Path(args.data_path).suffix.lower() == ".ts":
         parser.error(f"argument --{sorted(asked)[0]}: UEA files hold ready-cut samples without sensor names; use it with sensor logs")

@@ -23,7 +23,7 @@ from exp.inference import deployment_record, prediction_table
 from exp.micro_batch import MicroBatchSizer, sized_plan
 from exp.runtime import SingleProcess
 from exp.smoke import BatchLimits
-from exp.state import Checkpoints, TrainingState, check_model, check_resumable, describe_layout, layout_of, rank_seed
+from exp.state import Checkpoints, TrainingState, check_model, check_resumable, describe_layout, layout_of, rank_seed, recipe_differences
 from exp.trainer import Trainer, TrainingAborted, autocast
 from models import InputDims, build_model
 from run import EVAL_BATCH_SIZE, auto_epochs
@@ -418,7 +418,8 @@ class Exp:
         try:
             self.bare_model.load_state_dict(state["model"])
         except RuntimeError:
-            hint = "different --d_model, --e_layers, --window_stats, --no_temporal or sensors?"
+            differences = recipe_differences(state.get("args", {}), self.args)  # what was trained otherwise, by name
+            hint = "; ".join(differences) if differences else "other sensors?"
             raise UserError(f"checkpoint {path} does not fit this model ({hint})") from None
 
     def _resume(self) -> Path | None:

@@ -225,6 +225,21 @@ def check_resumable(state: dict, path: Path, args, plan, fingerprint: str, keys:
     check_layout(state, path, plan)
 
 
+def recipe_differences(saved: dict, args) -> list[str]:
+    """The recipe flags a checkpoint's args (``saved``) hold otherwise than this run, spelled as
+    typed: ``--temporal small there, --temporal resnet here``. A flag added after the checkpoint
+    was written counts with the value runs had before it (its ``older_runs``)."""
+    from run import NOT_DECLARED, RECIPE, flag_table, flags_with_role
+
+    out = []
+    for flag in flags_with_role(RECIPE):
+        entry = flag_table()[flag]
+        then, now = saved.get(flag, entry.older_runs), getattr(args, flag)
+        if then is not NOT_DECLARED and then != now:
+            out.append(f"{entry.spell(then)} there, {entry.spell(now)} here")
+    return out
+
+
 def layout_of(plan) -> dict:
     return {"batch_size": plan.batch_size, "steps": plan.steps, "world_size": plan.world_size,
             "effective_batch_size": plan.effective_batch_size}  # fmt: skip

@@ -8,7 +8,8 @@
    e.g. mixed-air temperature to the damper signal.
 4. A temporal branch: two 1-D residual blocks over the raw window, all sensors together, so
    patterns across sensors in time (a valve opening while the supply temperature falls) are
-   seen directly; pooled over time. ``--no_temporal`` leaves it out (the plain image model).
+   seen directly; pooled over time. ``--temporal resnet`` makes it ResNet1D's three blocks
+   (widths d, 2d, 2d); ``--no_temporal`` leaves it out (the plain image model).
    On the real LBNL SZCAV file the image branches alone lost to a random forest on window
    statistics (0.51 vs 0.58 macro-F1); with this branch DualGAFNet beats it (0.61), and on the
    simulator it lifts the default run from 0.87 to 0.96 (benchmarks/README.md).
@@ -25,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from models.layers import FeatureNorm, StatisticsBranch, classifier_head, conv_norm, window_statistics
-from models.ResNet1D import ResidualBlock
+from models.ResNet1D import ResidualBlock, residual_stack
 
 
 class SignalEncoder(nn.Module):
@@ -71,6 +72,18 @@ class Fusion(nn.Module):
         return gate * summation + (1 - gate) * difference
 
 
+def temporal_branch(args, channels: int) -> tuple[nn.Sequential | None, int]:
+    """``--temporal``: ResNet1D's three residual blocks (``resnet``) or the two blocks of width d of
+    the first version (``small``, what checkpoints written before the flag have); ``--no_temporal``:
+    none. Returns the branch and its feature width."""
+    f, norm = args.d_model, args.norm
+    if getattr(args, "no_temporal", False):
+        return None, 0
+    if getattr(args, "temporal", "small") == "resnet":
+        return residual_stack(channels, f, norm), 2 * f
+    return nn.Sequential(ResidualBlock(channels, f, norm), ResidualBlock(f, f, norm)), f
+
+
 class Model(nn.Module):
     def __init__(self, args, dims):
         super().__init__()
@@ -82,11 +95,10 @@ class Model(nn.Module):
         self.signal_embedding = nn.Parameter(torch.zeros(dims.channels, f))
         self.attention = nn.MultiheadAttention(f, args.n_heads, dropout=args.dropout, batch_first=True)
         self.attention_norm = FeatureNorm(args.norm, f)
-        use_temporal = not getattr(args, "no_temporal", False)
-        self.temporal = nn.Sequential(ResidualBlock(dims.channels, f, args.norm), ResidualBlock(f, f, args.norm)) if use_temporal else None
+        self.temporal, temporal_width = temporal_branch(args, dims.channels)
         # --window_stats: the same statistics, all sensors at once, straight to the head (as in ResNet1D).
         self.window_stats = StatisticsBranch(dims.channels, f) if getattr(args, "window_stats", False) else None
-        head_in = dims.channels * f + (f if use_temporal else 0) + (f if self.window_stats is not None else 0)
+        head_in = dims.channels * f + temporal_width + (f if self.window_stats is not None else 0)
         self.head = classifier_head(head_in, 2 * f, dims.classes, args.dropout)
 
     def forward(self, gasf: torch.Tensor, gadf: torch.Tensor, window: torch.Tensor) -> torch.Tensor:

@@ -28,13 +28,17 @@ class ResidualBlock(nn.Module):
         return torch.relu(self.body(x) + self.shortcut(x))
 
 
+def residual_stack(channels: int, d: int, norm: str) -> nn.Sequential:
+    """The three residual blocks (widths d, 2d, 2d): [B, channels, T] -> [B, 2d, T]. DualGAFNet's
+    default temporal branch is this stack too."""
+    return nn.Sequential(ResidualBlock(channels, d, norm), ResidualBlock(d, 2 * d, norm), ResidualBlock(2 * d, 2 * d, norm))
+
+
 class Model(nn.Module):
     def __init__(self, args, dims):
         super().__init__()
         d = args.d_model
-        self.blocks = nn.Sequential(
-            ResidualBlock(dims.channels, d, args.norm), ResidualBlock(d, 2 * d, args.norm), ResidualBlock(2 * d, 2 * d, args.norm)
-        )
+        self.blocks = residual_stack(dims.channels, d, args.norm)
         self.stats = StatisticsBranch(dims.channels, d) if getattr(args, "window_stats", False) else None
         self.head = classifier_head(2 * d + (d if self.stats is not None else 0), 2 * d, dims.classes, args.dropout)
 

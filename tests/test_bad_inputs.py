@@ -67,6 +67,14 @@ def other_model_checkpoint(tmp: Path) -> list[str]:
     return flags
 
 
+def otherwise_trained_checkpoint(tmp: Path) -> list[str]:
+    flags = ["--is_training", "0", "--data", "GNN", "--d_model", "32"]
+    folder = tmp / "out" / "checkpoints" / setting(*flags)
+    folder.mkdir(parents=True)
+    shutil.copy(CHECKPOINT, folder / "best.pt")  # trained with --d_model 16 (TINY)
+    return flags
+
+
 def other_classes_checkpoint(tmp: Path) -> list[str]:
     (tmp / "two.csv").write_text(GOOD_CSV)
     flags = ["--is_training", "0", "--model", "GNN", "--root_path", str(tmp), "--data_path", "two.csv", "--step", "8",
@@ -220,6 +228,8 @@ CASES = {
     "resume plain tensor": (checkpoint("tensor"), "given.pt"),
     "checkpoint of another model": (other_model_checkpoint, "holds a GNN model"),
     "checkpoint with other classes": (other_classes_checkpoint, "other classes"),
+    "checkpoint trained otherwise": (otherwise_trained_checkpoint, "does not fit this model (--d_model 16 there, --d_model 32 here"),
+    "temporal with no_temporal": (["--temporal", "resnet", "--no_temporal"], "--no_temporal leaves the temporal branch out"),
     # runs never replace each other
     "the same run again": (existing_run, "already holds best.pt of an earlier run: continue it with --resume auto"),
     "overwrite with resume": (["--overwrite", "--resume", "auto"], "--overwrite"),

@@ -1,5 +1,7 @@
 """GAF images against the arccos definition; metrics by hand and against scikit-learn."""
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +73,24 @@ def test_dualgafnet_temporal_branch_is_used_and_can_be_left_out(temporal):
         assert branch and all(p.grad is not None and p.grad.abs().sum() > 0 for p in branch)
     else:
         assert not branch and model.head[1].in_features == 3 * args.d_model
+
+
+def test_dualgafnet_temporal_resnet_is_resnet1d_stack_and_older_args_build_the_small_branch():
+    """--temporal resnet: the branch is ResNet1D's own residual stack (same weights -> same
+    features); saved args without the flag (checkpoints written before it) build the small branch."""
+    from models import InputDims, build_model
+    from tests.conftest import make_args
+
+    dims = InputDims(channels=3, length=24, classes=4)
+    args = make_args("--model", "DualGAFNet", "--temporal", "resnet")
+    model = build_model("DualGAFNet", args, dims)
+    resnet = build_model("ResNet1D", make_args("--model", "ResNet1D", "--d_model", str(args.d_model)), dims)
+    resnet.blocks.load_state_dict(model.temporal.state_dict())
+    window = torch.randn(5, 24, 3)
+    assert torch.equal(model.temporal(window.transpose(1, 2)), resnet.blocks(window.transpose(1, 2)))
+    assert model.head[1].in_features == 3 * args.d_model + 2 * args.d_model + args.d_model  # sensors, temporal 2d, statistics
+
+    older = argparse.Namespace(**{k: v for k, v in vars(make_args("--model", "DualGAFNet")).items() if k != "temporal"})
+    small = build_model("DualGAFNet", older, dims)
+    widths = [small.temporal[i].body[0].out_channels for i in range(len(small.temporal))]
+    assert widths == [args.d_model, args.d_model]  # two blocks of width d: the weights old checkpoints hold
