@@ -30,7 +30,7 @@ class ResidualBlock(nn.Module):
 
 def residual_stack(channels: int, d: int, norm: str) -> nn.Sequential:
     """The three residual blocks (widths d, 2d, 2d): [B, channels, T] -> [B, 2d, T]. DualGAFNet's
-    default temporal branch is this stack too."""
+    ``--temporal resnet`` branch is this stack too."""
     return nn.Sequential(ResidualBlock(channels, d, norm), ResidualBlock(d, 2 * d, norm), ResidualBlock(2 * d, 2 * d, norm))
 
 
