@@ -72,6 +72,10 @@ class Fusion(nn.Module):
         return gate * summation + (1 - gate) * difference
 
 
+TEMPORAL_BRANCHES = ("resnet", "small")  # --temporal
+TEMPORAL_BEFORE_THE_FLAG = "small"  # the branch of checkpoints written before --temporal existed
+
+
 def temporal_branch(args, channels: int) -> tuple[nn.Sequential | None, int]:
     """``--temporal``: ResNet1D's three residual blocks (``resnet``) or the two blocks of width d of
     the first version (``small``, what checkpoints written before the flag have); ``--no_temporal``:
@@ -79,7 +83,7 @@ def temporal_branch(args, channels: int) -> tuple[nn.Sequential | None, int]:
     f, norm = args.d_model, args.norm
     if getattr(args, "no_temporal", False):
         return None, 0
-    if getattr(args, "temporal", "small") == "resnet":
+    if getattr(args, "temporal", TEMPORAL_BEFORE_THE_FLAG) == "resnet":
         return residual_stack(channels, f, norm), 2 * f
     return nn.Sequential(ResidualBlock(channels, f, norm), ResidualBlock(f, f, norm)), f
 

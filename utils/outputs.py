@@ -29,11 +29,10 @@ def ensure_dir(path: Path, flag: str) -> Path:
 def check_creatable(path: Path, flag: str) -> None:
     """Fail as ``ensure_dir`` would, without creating anything: the nearest existing folder on
     the way must be a writable folder. Checking every output first leaves no folder behind."""
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{flag}: {path} exists and is not a folder")
-    existing = next(p for p in path.absolute().parents if p.exists()) if not path.exists() else path
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
     if not existing.is_dir():
-        raise UserError(f"{flag}: cannot create folder {path} ({existing} is a file)")
+        raise UserError(f"{flag}: {path} exists and is not a folder" if existing == path else
+                        f"{flag}: cannot create folder {path} ({existing} is a file)")  # fmt: skip
     if not os.access(existing, os.W_OK):
         raise UserError(f"{flag}: folder {existing} is not writable")
 
