@@ -200,44 +200,43 @@ def check_model(state: dict, path: Path, model_name: str, class_names: list[str]
 
 def check_resumable(state: dict, path: Path, args, plan, fingerprint: str, keys: tuple[str, ...]) -> None:
     """Refuse, naming the flag, a checkpoint that this run cannot continue exactly."""
-    from run import NOT_DECLARED, RECIPE, flag_table, flags_with_role
+    from run import NOT_DECLARED
 
     missing = [key for key in (*keys, "layout") if key not in state]
     if missing:
         raise UserError(f"--resume: {path} lacks {', '.join(missing)}: it is not a resumable checkpoint of this version")
-    saved = state["args"]
-    for flag in flags_with_role(RECIPE):
-        entry = flag_table()[flag]
-        spell = entry.spell
-        if flag not in saved:
-            before = entry.older_runs
-            if before is NOT_DECLARED:
-                raise UserError(f"--resume: {path} was written by an older version without --{flag}; start a new run")
-            if getattr(args, flag) != before:
-                then = f"leave --{flag} out" if entry.absent(before) else f"pass {spell(before)}"
-                raise UserError(f"--resume: {path} was written by an older version without --{flag}: {then} to continue it, "
-                                "or start a new run")  # fmt: skip
+    for flag, entry, then, now, predates in recipe_flags(state["args"], args):
+        if predates and then is NOT_DECLARED:
+            raise UserError(f"--resume: {path} was written by an older version without --{flag}; start a new run")
+        if then == now:
             continue
-        if saved[flag] != getattr(args, flag):
-            raise UserError(f"--resume: {path} was written with {spell(saved[flag])}, this run has {spell(getattr(args, flag))}")
+        if predates:
+            how = f"leave --{flag} out" if entry.absent(then) else f"pass {entry.spell(then)}"
+            raise UserError(f"--resume: {path} was written by an older version without --{flag}: {how} to continue it, or start a new run")
+        raise UserError(f"--resume: {path} was written with {entry.spell(then)}, this run has {entry.spell(now)}")
     if state.get("data_fingerprint") != fingerprint:
         raise UserError(f"--resume: {path} was trained on other windows than this run's data ({state.get('data_source')})")
     check_layout(state, path, plan)
 
 
-def recipe_differences(saved: dict, args) -> list[str]:
-    """The recipe flags a checkpoint's args (``saved``) hold otherwise than this run, spelled as
-    typed: ``--temporal small there, --temporal resnet here``. A flag added after the checkpoint
-    was written counts with the value runs had before it (its ``older_runs``)."""
-    from run import NOT_DECLARED, RECIPE, flag_table, flags_with_role
+def recipe_flags(saved: dict, args):
+    """Every recipe flag as (name, its flag-table entry, its value in a checkpoint's args ``saved``,
+    its value in this run, whether the checkpoint predates the flag). For a flag the checkpoint
+    predates, the value is the one runs had before the flag existed (its ``older_runs``)."""
+    from run import RECIPE, flag_table, flags_with_role
 
-    out = []
     for flag in flags_with_role(RECIPE):
         entry = flag_table()[flag]
-        then, now = saved.get(flag, entry.older_runs), getattr(args, flag)
-        if then is not NOT_DECLARED and then != now:
-            out.append(f"{entry.spell(then)} there, {entry.spell(now)} here")
-    return out
+        yield flag, entry, saved.get(flag, entry.older_runs), getattr(args, flag), flag not in saved
+
+
+def recipe_differences(saved: dict, args) -> list[str]:
+    """The recipe flags a checkpoint's args (``saved``) hold otherwise than this run, spelled as
+    typed: ``--temporal small there, --temporal resnet here``."""
+    from run import NOT_DECLARED
+
+    return [f"{entry.spell(then)} there, {entry.spell(now)} here"
+            for _, entry, then, now, _ in recipe_flags(saved, args) if then is not NOT_DECLARED and then != now]  # fmt: skip
 
 
 def layout_of(plan) -> dict:
