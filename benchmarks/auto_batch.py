@@ -43,10 +43,10 @@ def status_mb(key: str) -> float:
 
 def worker(data: str, model: str, batch: str, budget: int) -> dict:
     """One run in this process: ``batch`` is "auto" (sized within ``budget`` MiB) or a plain micro-batch."""
-    sys.path.insert(0, str(ROOT))
+    from config.flags import build_parser
+    from config.validation import validate
     from exp.exp import Exp
     from exp.micro_batch import ESTIMATE_MARGIN, MiB, MicroBatchSizer, leaves_no_trace
-    from run import build_parser, validate
     from utils.errors import UserError
     from utils.seed import seed_everything
 

@@ -10,18 +10,17 @@ hundreds of updates, like any two runs whose rounding differs. One process, the 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+import numpy as np
+
+from config.flags import build_parser
+from config.validation import validate
+from data_provider.data_factory import build_data
+from exp.exp import Exp
+from utils.seed import seed_everything
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-
-from data_provider.data_factory import build_data  # noqa: E402
-from exp.exp import Exp  # noqa: E402
-from run import build_parser, validate  # noqa: E402
-from utils.seed import seed_everything  # noqa: E402
 
 
 def parse(flags: list[str]):

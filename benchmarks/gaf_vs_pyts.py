@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from data_provider.gaf import dual_gaf
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from data_provider.gaf import dual_gaf  # noqa: E402
 
 LENGTH, SENSORS = 96, 13  # the default run's windows
 
@@ -77,8 +75,9 @@ def compare(batch: int, repeats: int, device: torch.device) -> list[tuple]:
 def gaf_share(micro_batch: int, repeats: int, device: torch.device) -> tuple[float, float]:
     """Median seconds of a DualGAFNet forward+backward with the images made inside the step, and
     the share of that time spent making them."""
+    from config.flags import build_parser
+    from config.validation import validate
     from models import InputDims, build_model
-    from run import build_parser, validate
 
     parser = build_parser()
     args = parser.parse_args(["--device", str(device)])

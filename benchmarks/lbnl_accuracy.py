@@ -39,19 +39,19 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
+from config.flags import build_parser
+from config.validation import validate
+from data_provider.data_factory import build_data
+from exp.ensemble import mean_probabilities
+from exp.evaluation import evaluate
+from exp.exp import Exp
+from models.layers import window_statistics
+from utils.metrics import classification_report
+from utils.seed import seed_everything
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-
-from data_provider.data_factory import build_data  # noqa: E402
-from exp.ensemble import mean_probabilities  # noqa: E402
-from exp.evaluation import evaluate  # noqa: E402
-from exp.exp import Exp  # noqa: E402
-from models.layers import window_statistics  # noqa: E402
-from run import build_parser, validate  # noqa: E402
-from utils.metrics import classification_report  # noqa: E402
-from utils.seed import seed_everything  # noqa: E402
 
 DATA = Path(os.environ.get("LBNL_DATA", ROOT.parent / "shared" / "data" / "lbnl_ahu"))  # LBNL_DATA: the files elsewhere
 LABEL = "Fault Detection Ground Truth"

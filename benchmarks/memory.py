@@ -40,11 +40,11 @@ def rss_now_mb() -> float:
 def worker(data: str, model: str, batch: int, steps: int, device: str, epochs: int, extra: tuple[str, ...] = ()) -> dict:
     """One layout in this process: the peak above the baseline, in MB, and the samples/s of the
     last epoch (the first one also warms up allocators and creates the optimizer state)."""
-    sys.path.insert(0, str(ROOT))
     import torch
 
+    from config.flags import build_parser
+    from config.validation import validate
     from exp.exp import Exp
-    from run import build_parser, validate
     from utils.seed import seed_everything
 
     parser = build_parser()

@@ -21,20 +21,19 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
 
+import torch
+
+from config.flags import build_parser
+from config.validation import validate
+from data_provider.data_factory import build_data
+from exp.exp import Exp
+from utils.seed import seed_everything
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from data_provider.data_factory import build_data  # noqa: E402
-from exp.exp import Exp  # noqa: E402
-from run import build_parser, validate  # noqa: E402
-from utils.seed import seed_everything  # noqa: E402
 
 LAYOUTS = ((32, 1), (8, 4), (4, 8))
 MODELS = {"Classification": "ResNet1D", "DualGAF": "DualGAFNet", "GNN": "GNN"}

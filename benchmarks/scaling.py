@@ -12,12 +12,9 @@ table and draws benchmarks/scaling_<device>.png.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from memory import FORMATS, measure  # noqa: E402
+from memory import FORMATS, measure
 
 SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from config.defaults import EVAL_BATCH_SIZE, auto_epochs
+from config.flags import flags_with_role
+from config.registry import LAYOUT, RECIPE
 from data_provider.csv_source import check_interval, sampling_interval
 from data_provider.data_factory import DataBundle, ResidentLoader, build_data, make_eval_loader, make_loader
 from exp.accumulation import AccumulationPlan, AccumulationPolicy, plan_accumulation, shrunk, smaller_micro_batch
@@ -26,7 +29,6 @@ from exp.smoke import BatchLimits
 from exp.state import Checkpoints, TrainingState, check_model, check_resumable, describe_layout, layout_of, rank_seed, recipe_differences
 from exp.trainer import Trainer, TrainingAborted, autocast
 from models import InputDims, build_model
-from run import EVAL_BATCH_SIZE, auto_epochs
 from utils.early_stopping import EarlyStopping
 from utils.errors import UserError
 from utils.fdd import diagnosis_fields, find_normal_class, format_report
@@ -57,8 +59,10 @@ def compiled(model: torch.nn.Module, mode: str, device: torch.device, accumulate
 
 
 class Exp:
-    def __init__(self, args, data: DataBundle | None = None, plan: AccumulationPlan | None = None, runtime=None):
-        self.args = args
+    def __init__(self, args, data: DataBundle | None = None, plan: AccumulationPlan | None = None, runtime=None,
+                 config: dict | None = None):
+        """``config``: the run's configuration as launched (``config.files.configuration``), kept in args.json."""
+        self.args, self.config = args, config
         self.runtime = rt = runtime if runtime is not None else SingleProcess()
         self.plan = plan if plan is not None else plan_accumulation(
             args.batch_size, args.gradient_accumulation_steps, args.enable_auto_gradient_accumulation, args.target_batch_size,
@@ -187,8 +191,6 @@ class Exp:
     def _check_processes_agree(self) -> None:
         """Every process must train the same recipe on the same windows (each parses its own
         command line and reads its own copy of the data)."""
-        from run import LAYOUT, RECIPE, flags_with_role
-
         mine = {f"--{flag}": getattr(self.args, flag) for flag in (*flags_with_role(RECIPE), *flags_with_role(LAYOUT))}
         mine["the data (windows and values)"] = self.data_fingerprint()
         first, *others = self.runtime.gather(mine)
@@ -274,7 +276,7 @@ class Exp:
         resumed_from = self._resume() if a.resume else None
         rt.from_writer(lambda: [ensure_dir(folder, flag) for folder, flag in zip(folders, flags)])
         path = self.results_dir / "args.json"
-        rt.write(path, lambda: write_json(path, run_record(a, setting, self.data.source, path)))
+        rt.write(path, lambda: write_json(path, run_record(a, setting, self.data.source, path, self.config)))
         self.tracker = start_tracker(a, self.results_dir, rt.is_writer)
         print(self.describe(), flush=True)
         if resumed_from:

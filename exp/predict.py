@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from config.flags import flag_table
 from data_provider.csv_source import read_sensor_csv, sniff_dialect
 from data_provider.windows import find_segments, window_bounds, window_starts
 from exp.ensemble import check_members, mean_probabilities
@@ -24,8 +25,6 @@ from utils.errors import UserError
 from utils.fdd import diagnosis_fields, find_normal_class, format_report
 from utils.metrics import classification_report
 from utils.outputs import ensure_dir, safe_name, write_json, writing
-
-DEFAULT_STEP = 96  # run.py's --step default: a --step other than this and the trained window is refused
 
 
 def predict(args) -> int:
@@ -42,7 +41,7 @@ def predict(args) -> int:
     channels, class_names, window = deployment["channels"], deployment["class_names"], deployment["window"]
     stride = args.stride or deployment["stride"]
     normal = find_normal_class(class_names, args.normal_class or deployment.get("normal_class"))  # before any output
-    if args.step not in (window, DEFAULT_STEP):
+    if args.step not in (window, flag_table()["step"].action.default):  # --step typed otherwise than the window
         raise UserError(f"--step {args.step}: the model was trained on windows of {window} rows; --predict uses those (leave out --step)")
 
     read = csv_settings(args, state["args"])
@@ -106,10 +105,8 @@ def predict(args) -> int:
 def csv_settings(args, trained: dict) -> argparse.Namespace:
     """How to read the log: the flags given now, else those the model was trained with (its
     time and label columns, its sensor list, its missing-value rule)."""
-    from run import build_parser
-
-    defaults = build_parser().parse_args([])
-    return argparse.Namespace(**{flag: getattr(args, flag) if getattr(args, flag) != getattr(defaults, flag) else trained.get(flag)
+    defaults = {dest: flag.action.default for dest, flag in flag_table().items()}
+    return argparse.Namespace(**{flag: getattr(args, flag) if getattr(args, flag) != defaults[flag] else trained.get(flag)
                                  for flag in ("time_col", "label_col", "feature_cols", "missing", "duplicates", "max_gap")})  # fmt: skip
 
 

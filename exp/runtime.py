@@ -29,6 +29,7 @@ import threading
 import torch
 
 from utils.errors import OutputError, UserError
+from utils.launcher import launched_world_size
 from utils.outputs import writing
 
 # torchrun sets these for every worker it starts.
@@ -101,12 +102,6 @@ def set_up_deadline(timeout_s: float):
         yield
     finally:
         timer.cancel()
-
-
-def launched_world_size() -> int:
-    """Processes in this run, as torchrun declares them in WORLD_SIZE (1 for a plain run)."""
-    text = os.environ.get("WORLD_SIZE", "1")
-    return int(text) if text.isdigit() and int(text) > 0 else 1
 
 
 def resolve_device(name: str) -> torch.device:

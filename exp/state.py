@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from config.flags import flag_table, flags_with_role
+from config.registry import NOT_DECLARED, RECIPE
 from utils.checkpoint import atomic_save, load_checkpoint
 from utils.errors import UserError
 from utils.rng import capture_rng, restore_rng
@@ -200,8 +202,6 @@ def check_model(state: dict, path: Path, model_name: str, class_names: list[str]
 
 def check_resumable(state: dict, path: Path, args, plan, fingerprint: str, keys: tuple[str, ...]) -> None:
     """Refuse, naming the flag, a checkpoint that this run cannot continue exactly."""
-    from run import NOT_DECLARED
-
     missing = [key for key in (*keys, "layout") if key not in state]
     if missing:
         raise UserError(f"--resume: {path} lacks {', '.join(missing)}: it is not a resumable checkpoint of this version")
@@ -223,8 +223,6 @@ def recipe_flags(saved: dict, args):
     """Every recipe flag as (name, its flag-table entry, its value in a checkpoint's args ``saved``,
     its value in this run, whether the checkpoint predates the flag). For a flag the checkpoint
     predates, the value is the one runs had before the flag existed (its ``older_runs``)."""
-    from run import RECIPE, flag_table, flags_with_role
-
     for flag in flags_with_role(RECIPE):
         entry = flag_table()[flag]
         yield flag, entry, saved.get(flag, entry.older_runs), getattr(args, flag), flag not in saved
@@ -233,8 +231,6 @@ def recipe_flags(saved: dict, args):
 def recipe_differences(saved: dict, args) -> list[str]:
     """The recipe flags a checkpoint's args (``saved``) hold otherwise than this run, spelled as
     typed: ``--temporal small there, --temporal resnet here``."""
-    from run import NOT_DECLARED
-
     return [f"{entry.spell(then)} there, {entry.spell(now)} here"
             for _, entry, then, now, _ in recipe_flags(saved, args) if then is not NOT_DECLARED and then != now]  # fmt: skip
 

@@ -74,6 +74,8 @@ class Fusion(nn.Module):
 
 TEMPORAL_BRANCHES = ("resnet", "small")  # --temporal
 TEMPORAL_BEFORE_THE_FLAG = "small"  # the branch of checkpoints written before --temporal existed
+# The default: ResNet1D's blocks did not gain on the three real files together (benchmarks/README.md).
+TEMPORAL_DEFAULT = "small"
 
 
 def temporal_branch(args, channels: int) -> tuple[nn.Sequential | None, int]:

@@ -8,6 +8,7 @@ Regenerate (only when a change to the command line is intended): ``python -m tes
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -73,13 +74,23 @@ def plain(value):
     return json.loads(json.dumps(value, default=repr))
 
 
-def snapshot() -> dict:
-    from run import accumulation_plan, build_parser, config_hash, flag_table, run_name, validate
+def snapshot(hide: set[str] = frozenset()) -> dict:
+    """The record; ``hide``: flags left out of it (added after the record was taken)."""
+    from config.flags import build_parser, flag_table
+    from config.naming import config_hash, run_name
+    from config.validation import validate
+    from exp.launch import accumulation_plan
 
     with environment({}):
-        help_text = build_parser().format_help()
+        parser = build_parser()
+        for action in parser._actions:
+            if action.dest in hide:
+                action.help = argparse.SUPPRESS
+        help_text = parser.format_help()
     table = {}
     for dest, flag in flag_table().items():
+        if dest in hide:
+            continue
         name = None if flag.name is None else [flag.name.order, flag.name.fmt, flag.name.shows is not None]
         table[dest] = plain({"role": flag.role, "name": name, "older_runs": repr(flag.older_runs) if flag.older_runs is not
                              _not_declared() else "NOT_DECLARED", "default": flag.action.default})
@@ -95,7 +106,7 @@ def snapshot() -> dict:
                 plan = accumulation_plan(parser, args)
                 entry["names"] = [run_name(_repeat(args, ii), plan, ii) for ii in range(args.itr)]
                 entry["hash"] = config_hash(args)
-            entry["args"] = plain(vars(args))
+            entry["args"] = plain({key: value for key, value in vars(args).items() if key not in hide})
         lines[label] = entry
     return {"python": f"{sys.version_info.major}.{sys.version_info.minor}", "help": help_text, "flags": table, "lines": lines}
 
@@ -109,7 +120,7 @@ def _repeat(args, ii: int):
 
 
 def _not_declared():
-    from run import NOT_DECLARED
+    from config.registry import NOT_DECLARED
 
     return NOT_DECLARED
 

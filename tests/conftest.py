@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from config.flags import build_parser
+from config.validation import validate
+from data_provider.data_factory import WindowDataset, build_data
 
-from data_provider.data_factory import WindowDataset, build_data  # noqa: E402
-from run import build_parser, validate  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # The device the suite runs on: the CPU unless TEST_DEVICE says otherwise (e.g. cuda on a GPU
 # machine). Tests of CPU-only promises (bitwise resume, bf16 autocast on CPU) pin --device cpu.

@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _spec(name: str) -> list[str] | None:
@@ -159,7 +158,7 @@ def install(rank: int) -> dict:
 def main() -> int:
     rank = int(os.environ.get("RANK", "0"))
     record = install(rank)
-    from run import main as run_main
+    from exp.launch import main as run_main
 
     code = run_main(sys.argv[1:])
     if os.environ.get("WORKER_OUT"):
@@ -168,6 +167,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    from run import exit_process
+    from exp.launch import exit_process
 
     exit_process(main())

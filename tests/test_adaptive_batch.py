@@ -159,7 +159,7 @@ def test_the_noise_scale_estimator_finds_the_true_b_simple_of_a_quadratic_with_k
 def test_log_grad_noise_logs_per_epoch_and_recommends_an_effective_batch(tmp_path):
     import csv
 
-    from run import main
+    from exp.launch import main
 
     flags = ["--sim_days", "1", "--step", "32", "--d_model", "16", "--n_heads", "2", "--gaf_size", "8", "--progress", "none",
              "--model", "ResNet1D", "--batch_size", "8", "--gradient_accumulation_steps", "4", "--train_epochs", "2",

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from config.naming import run_name
 from exp.accumulation import plan_accumulation
-from run import main, run_name
+from exp.launch import main
 from tests.conftest import TINY, make_args
 
 GOOD_CSV = "Datetime,a,b,label\n" + "".join(

@@ -72,7 +72,7 @@ def test_out_of_memory_is_one_line_that_suggests_accumulation(tmp_path, monkeypa
     import torch
 
     import exp.trainer
-    from run import main
+    from exp.launch import main
 
     def no_memory(self, batch, step):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
@@ -85,8 +85,10 @@ def test_out_of_memory_is_one_line_that_suggests_accumulation(tmp_path, monkeypa
 
 
 def test_runs_that_differ_in_training_stride_temporal_branch_or_fold_get_their_own_folders():
+    from config.flags import build_parser
+    from config.naming import run_name
+    from config.validation import validate
     from exp.accumulation import plan_accumulation
-    from run import build_parser, run_name, validate
 
     def name(*flags):
         parser = build_parser()
@@ -101,7 +103,8 @@ def test_runs_that_differ_in_training_stride_temporal_branch_or_fold_get_their_o
 
 
 def test_every_flag_declares_its_role_and_the_derived_lists_follow_the_declarations():
-    from run import LAYOUT, RECIPE, RUN, TSL, build_parser, flag_table, flags_with_role
+    from config.flags import build_parser, flag_table, flags_with_role
+    from config.registry import LAYOUT, RECIPE, RUN, TSL
 
     parser = build_parser()
     dests = {action.dest for action in parser._actions if action.dest != "help"}
@@ -115,8 +118,10 @@ def test_every_flag_declares_its_role_and_the_derived_lists_follow_the_declarati
 
 
 def test_run_name_parts_come_from_the_flag_declarations_and_follow_the_effective_batch_recipe():
+    from config.flags import build_parser
+    from config.naming import run_name
+    from config.validation import validate
     from exp.accumulation import plan_accumulation
-    from run import build_parser, run_name, validate
 
     def name(world, *flags):
         parser = build_parser()

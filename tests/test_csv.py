@@ -9,7 +9,7 @@ import pytest
 from data_provider.data_factory import build_data
 from data_provider.sources import load_table
 from data_provider.windows import SPLITS, chronological_split, find_segments, random_split
-from run import main
+from exp.launch import main
 from tests.conftest import ROOT, make_args, split_rows
 
 LBNL = ROOT.parent / "shared" / "data" / "lbnl_ahu"

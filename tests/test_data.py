@@ -134,7 +134,7 @@ def test_graph_links_correlated_sensors_only():
 
 
 def test_exported_csv_loads_back_as_the_same_table(tmp_path):
-    from run import main
+    from exp.launch import main
 
     path = tmp_path / "ahu.csv"
     assert main(["--sim_days", "1", "--export_data", str(path)]) == 0

@@ -24,7 +24,7 @@ from tests.conftest import ROOT, TINY
 
 pytestmark = pytest.mark.slow
 
-WORKER = str(ROOT / "tests" / "dist_worker.py")
+WORKER = ["-m", "tests.dist_worker"]  # run from ROOT, as a module of the checkout
 DEADLINE_S = 240
 # float64, plain SGD, no clipping, no dropout: the large-batch reference must be met to rounding.
 EXACT = ("--device", "cpu", "--dtype", "float64", "--optimizer", "sgd", "--learning_rate", "0.05", "--max_grad_norm", "0",
@@ -95,7 +95,7 @@ def run(tmp: Path, *flags: str, procs: int = 2, env: dict | None = None, expect:
     """run.py (through the test worker) on ``procs`` processes; returns stdout and stderr."""
     outputs = ["--checkpoints", str(tmp / "ckpt"), "--results", str(tmp / "res")]
     launcher = torchrun("--standalone", "--nproc_per_node", str(procs)) if procs > 1 else [sys.executable]
-    code, out, err = finish(start([*launcher, WORKER, *TINY, *flags, *outputs], env))
+    code, out, err = finish(start([*launcher, *WORKER, *TINY, *flags, *outputs], env))
     if procs > 1 and expect:  # torchrun itself exits with 1 and reports each worker's code
         assert code == 1 and f"exitcode  : {expect} " in err, err[-4000:]
     else:
@@ -228,7 +228,7 @@ def test_a_crashed_or_hung_process_makes_the_other_exit_with_one_line(tmp_path, 
                                      "--train_epochs", "2", "--dist_timeout", "5", "--checkpoints", str(tmp_path / "c"),
                                      "--results", str(tmp_path / "r")]  # fmt: skip
     base = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORKER_CRASH": f"1:3:{mode}"}
-    procs = [start([sys.executable, WORKER, *flags], {**base, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in (0, 1)]
+    procs = [start([sys.executable, *WORKER, *flags], {**base, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in (0, 1)]
     try:
         began = time.monotonic()
         code, _, err = finish(procs[0], timeout=60)

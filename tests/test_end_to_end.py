@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from run import main
+from exp.launch import main
 from tests.conftest import TINY
 
 PNG = b"\x89PNG\r\n\x1a\n"

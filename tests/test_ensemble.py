@@ -12,7 +12,7 @@ import pytest
 from data_provider.data_factory import build_data
 from exp.evaluation import evaluate
 from exp.exp import Exp
-from run import main
+from exp.launch import main
 from tests.conftest import TINY, make_args
 
 FLAGS = ["--data", "Classification", "--train_epochs", "2", "--dropout", "0"]

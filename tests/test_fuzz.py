@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from run import main
+from exp.launch import main
 
 CELLS = st.one_of(
     st.floats(-1e3, 1e3, allow_nan=False).map(lambda v: f"{v:.3f}"),

@@ -131,7 +131,7 @@ def test_a_budget_below_one_window_is_a_one_line_error(tmp_path):
 
 def test_a_resumed_auto_run_keeps_its_micro_batch_when_the_budget_changed(tmp_path, capsys):
     import exp.trainer
-    from run import main
+    from exp.launch import main
 
     common = ["--sim_days", "1", "--step", "32", "--d_model", "16", "--n_heads", "2", "--progress", "none", "--model", "ResNet1D",
               "--dtype", "float64", "--dropout", "0", "--batch_size", "auto", "--target_batch_size", "32", "--train_epochs", "2",

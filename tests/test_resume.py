@@ -307,10 +307,10 @@ def test_resume_on_cuda_continues_a_run_interrupted_mid_window(tmp_path, data):
 
 
 def test_train_epochs_auto_is_sized_from_the_training_windows_and_a_resumed_run_agrees(tmp_path, data, monkeypatch):
-    import run
+    from config import defaults
 
-    assert [run.auto_epochs(n) for n in (1408, 240, 16_000, 10**6)] == [12, 30, 3, 3]  # built-in data, LBNL SZCAV, large files
-    monkeypatch.setattr(run, "AUTO_EPOCH_WINDOWS", 100)  # 40 windows -> ceil(2.5) = 3 epochs
+    assert [defaults.auto_epochs(n) for n in (1408, 240, 16_000, 10**6)] == [12, 30, 3, 3]  # built-in data, LBNL SZCAV, large files
+    monkeypatch.setattr(defaults, "AUTO_EPOCH_WINDOWS", 100)  # 40 windows -> ceil(2.5) = 3 epochs
     reference = new_exp(tmp_path / "ref", data, "--train_epochs", "auto", "--lr_scheduler", "cosine")
     assert reference.args.train_epochs == 3
     assert reference.policy.planned_updates() == 3 * 4  # windows 3 3 3 1 per epoch: the cosine schedule's length

@@ -19,7 +19,7 @@ import torch
 import exp.exp as exp_module
 import exp.state as state_module
 import utils.outputs as outputs_module
-from run import main
+from exp.launch import main
 from tests.conftest import ROOT, TINY
 
 
@@ -34,8 +34,7 @@ def only(folder: Path) -> Path:
 
 # --------------------------------------------------------------------------- atomic checkpoints
 WRITER = """
-import sys, torch
-sys.path.insert(0, {root!r})
+import torch
 from utils.checkpoint import atomic_save
 version = 0
 while True:
@@ -53,7 +52,8 @@ def test_sigkill_during_saves_never_leaves_a_broken_checkpoint(tmp_path):
     rng = random.Random(0)
     last_seen = 0
     for _ in range(12):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER.format(root=str(ROOT), path=str(path))], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", WRITER.format(path=str(path))], stdout=subprocess.PIPE, text=True,
+                                cwd=ROOT)
         assert proc.stdout.readline()  # at least one complete save of this process
         time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)

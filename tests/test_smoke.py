@@ -18,7 +18,7 @@ import pytest
 
 from data_provider.data_factory import build_data
 from data_provider.sampler import EpochBatchSampler
-from run import main
+from exp.launch import main
 from tests.conftest import ROOT, TINY, make_args
 
 MICRO_BATCH = 32  # run.py's --batch_size default, which TINY keeps

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from run import main
+from exp.launch import main
 from tests.conftest import TINY
 
 

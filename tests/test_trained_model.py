@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from exp.inference import load_predictor
-from run import main
+from exp.launch import main
 from tests.conftest import ROOT, TINY
 
 FORMATS = ("Classification", "DualGAF", "GNN")
@@ -289,7 +289,8 @@ def test_resume_auto_without_last_pt_does_not_replace_an_earlier_run(tmp_path, c
 def name_for(*flags: str) -> str:
     """Run name in a fresh Python process with its own hash seed (stability across sessions)."""
     code = (
-        "import sys; sys.path.insert(0, '.'); from run import build_parser, validate, run_name; "
+        "import sys; from config.flags import build_parser; from config.validation import validate; "
+        "from config.naming import run_name; "
         "from exp.accumulation import plan_accumulation; p = build_parser(); a = p.parse_args(sys.argv[1:]); validate(p, a); "
         "print(run_name(a, plan_accumulation(a.batch_size, a.gradient_accumulation_steps, False, None, 1), 0))"
     )

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from run import build_parser, main, validate
+from config.flags import build_parser
+from config.validation import validate
+from exp.launch import main
 
 
 def parse(*flags: str):

@@ -6,7 +6,7 @@ import torch
 
 from data_provider.data_factory import build_data
 from data_provider.uea import read_ts
-from run import main
+from exp.launch import main
 from tests.conftest import make_args
 
 HEADER = (

@@ -28,8 +28,10 @@ def now() -> str:
     return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
 
 
-def run_record(args, setting: str, data_source: str, existing: Path | None = None) -> dict:
-    """The record of a run's start; a resumed run keeps its first record and adds the resume."""
+def run_record(args, setting: str, data_source: str, existing: Path | None = None, config: dict | None = None) -> dict:
+    """The record of a run's start; a resumed run keeps its first record and adds the resume. ``config``: the
+    configuration as launched (every flag, before the run resolved --train_epochs auto), which ``--config``
+    reads back."""
     import torch
 
     record = {
@@ -37,6 +39,7 @@ def run_record(args, setting: str, data_source: str, existing: Path | None = Non
         "created": now(),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "args": dict(vars(args)),
+        **({"config": config} if config is not None else {}),
         "data_source": data_source,
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -20,6 +20,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from config.registry import FlagGroup, typed_flags
+from config.types import gpu_index
+from models import MODELS
 from utils.errors import UserError
 
 # TSL name -> our flag, same meaning.
@@ -27,57 +30,52 @@ ALIASES = {"seq_len": "step", "window_step": "stride"}
 
 # TSL flags that mean nothing for our models. Every one takes any number of values, so both
 # ``--inverse`` and ``--top_k 3`` parse.
-IGNORED = (
-    "features", "target", "freq", "label_len", "pred_len", "seasonal_patterns", "inverse", "mask_rate", "anomaly_ratio",
-    "expand", "d_conv", "tv_dt", "tv_B", "tv_C", "use_D", "top_k", "num_kernels", "dec_in", "c_out", "d_layers", "moving_avg",
-    "factor", "distil", "embed", "activation", "channel_independence", "decomp_method", "use_norm", "down_sampling_layers",
-    "down_sampling_window", "down_sampling_method", "seg_len", "p_hidden_dims", "p_hidden_layers", "use_dtw",
-    "augmentation_ratio", "jitter", "scaling", "permutation", "randompermutation", "magwarp", "timewarp", "windowslice",
-    "windowwarp", "rotation", "spawner", "dtwwarp", "shapedtwwarp", "wdba", "discdtw", "discsdtw", "extra_tag", "node_dim",
-    "gcn_depth", "gcn_dropout", "propalpha", "conv_channel", "skip_channel", "individual", "alpha", "top_p", "pos",
-    "output_attention",
-)  # fmt: skip
-
-# Our models that use --d_ff (the others ignore it, and say so).
-USES_D_FF = ("Transformer",)
+IGNORED = tuple(
+    """
+    features target freq label_len pred_len seasonal_patterns inverse mask_rate anomaly_ratio expand d_conv
+    tv_dt tv_B tv_C use_D top_k num_kernels dec_in c_out d_layers moving_avg factor distil embed activation
+    channel_independence decomp_method use_norm down_sampling_layers down_sampling_window down_sampling_method
+    seg_len p_hidden_dims p_hidden_layers use_dtw augmentation_ratio jitter scaling permutation
+    randompermutation magwarp timewarp windowslice windowwarp rotation spawner dtwwarp shapedtwwarp wdba discdtw
+    discsdtw extra_tag node_dim gcn_depth gcn_dropout propalpha conv_channel skip_channel individual alpha top_p
+    pos output_attention
+    """.split()
+)
 
 LRADJ = {"cosine": "cosine", "constant": "none"}  # TSL --lradj -> our --lr_scheduler, where the meaning is the same
 CROSS_ENTROPY = ("ce", "crossentropy", "cross_entropy", "crossentropyloss")
 UEA = "UEA"
 
 
-def add_flags(parser, group, add, role: str) -> None:
-    """TSL's flags, in their own --help group. ``add`` is run.py's flag-adding function; an alias
-    parses its value with our flag's type, so the same limits apply."""
+def add_flags(g: FlagGroup) -> None:
+    """TSL's flags, in their own --help group. An alias parses its value with our flag's type, so
+    the same limits apply."""
     for tsl, ours in ALIASES.items():
-        kind = parser._option_string_actions[f"--{ours}"].type
-        add(group, f"--{tsl}", role=role, type=kind, default=None, metavar="N", help=f"TSL name of --{ours}")
-    add(group, "--task_name", role=role, default=None, help="TSL task; only 'classification' runs here")
-    add(group, "--use_gpu", role=role, nargs="?", const="true", default=None, metavar="BOOL",
-        help="TSL: true picks CUDA (--device cuda:<--gpu>), false the CPU")  # fmt: skip
-    add(group, "--no_use_gpu", role=role, action="store_true", help="TSL: train on the CPU (--device cpu)")
-    add(group, "--gpu", role=role, type=_gpu_index, default=None, metavar="N", help="TSL: GPU index (--device cuda:N)")
-    add(group, "--gpu_type", role=role, choices=("cuda", "mps"), default=None, help="TSL: cuda or mps")
-    add(group, "--use_multi_gpu", role=role, action="store_true", help="TSL: several GPUs; here they are used with torchrun")
-    add(group, "--devices", role=role, default=None, metavar="IDS", help="TSL: GPU ids of --use_multi_gpu, e.g. 0,1")
-    add(group, "--lradj", role=role, default=None, help="TSL LR schedule: cosine -> --lr_scheduler cosine; type1/2/3 have no equivalent")
-    add(group, "--loss", role=role, default=None, help="TSL loss: CE -> --loss_preset standard; others are forecasting losses")
-    add(group, "--use_class_weights", role=role, action="store_true", help="TSL: --class_weights balanced")
-    add(group, "--enc_in", role=role, type=int, default=None, metavar="N", help="TSL: number of sensors, checked against the data")
-    add(group, "--num_class", role=role, type=int, default=None, metavar="N", help="TSL: number of classes, checked against the data")
+        kind = g.parser.flags[ours].action.type
+        g.tsl(f"--{tsl}", type=kind, default=None, metavar="N", help=f"TSL name of --{ours}")
+    g.tsl("--task_name", default=None, help="TSL task; only 'classification' runs here")
+    g.tsl(
+        "--use_gpu",
+        nargs="?",
+        const="true",
+        default=None,
+        metavar="BOOL",
+        help="TSL: true picks CUDA (--device cuda:<--gpu>), false the CPU",
+    )
+    g.tsl("--no_use_gpu", action="store_true", help="TSL: train on the CPU (--device cpu)")
+    g.tsl("--gpu", type=gpu_index, default=None, metavar="N", help="TSL: GPU index (--device cuda:N)")
+    g.tsl("--gpu_type", choices=("cuda", "mps"), default=None, help="TSL: cuda or mps")
+    g.tsl("--use_multi_gpu", action="store_true", help="TSL: several GPUs; here they are used with torchrun")
+    g.tsl("--devices", default=None, metavar="IDS", help="TSL: GPU ids of --use_multi_gpu, e.g. 0,1")
+    g.tsl(
+        "--lradj", default=None, help="TSL LR schedule: cosine -> --lr_scheduler cosine; type1/2/3 have no equivalent"
+    )
+    g.tsl("--loss", default=None, help="TSL loss: CE -> --loss_preset standard; others are forecasting losses")
+    g.tsl("--use_class_weights", action="store_true", help="TSL: --class_weights balanced")
+    g.tsl("--enc_in", type=int, default=None, metavar="N", help="TSL: number of sensors, checked against the data")
+    g.tsl("--num_class", type=int, default=None, metavar="N", help="TSL: number of classes, checked against the data")
     for name in IGNORED:
-        add(group, f"--{name}", role=role, nargs="*", default=None, help=argparse.SUPPRESS)
-
-
-def _gpu_index(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a GPU index 0, 1, ..., got {text!r}")
-    return int(text)
-
-
-def typed_flags(argv: list[str] | None) -> set[str]:
-    """The flags typed on the command line (argparse fills in the others with defaults)."""
-    return {token.split("=", 1)[0][2:] for token in argv or () if token.startswith("--")}
+        g.tsl(f"--{name}", nargs="*", default=None, help=argparse.SUPPRESS)
 
 
 def _truth(parser, text: str) -> bool:
@@ -89,7 +87,9 @@ def _truth(parser, text: str) -> bool:
     parser.error(f"argument --use_gpu: expected true or false, got {text!r}")
 
 
-def translate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None, world_size: int = 1) -> list[str]:
+def translate(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None, world_size: int = 1
+) -> list[str]:
     """Copy TSL flags onto ours; return the notes to print (what was mapped or ignored)."""
     given = typed_flags(argv)  # for conflicts between a TSL flag and ours
     notes = []
@@ -98,11 +98,16 @@ def translate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
         if value is None:
             continue
         if ours in given and getattr(args, ours) != value:
-            parser.error(f"argument --{tsl}: is TSL's name of --{ours}, which is also given ({getattr(args, ours)} vs {value})")
+            parser.error(
+                f"argument --{tsl}: is TSL's name of --{ours}, which is also given ({getattr(args, ours)} vs {value})"
+            )
         setattr(args, ours, value)
 
     if args.task_name not in (None, "classification"):
-        parser.error(f"argument --task_name: this runner trains classifiers only (--task_name classification), not {args.task_name}")
+        parser.error(
+            f"argument --task_name: this runner trains classifiers only (--task_name classification), "
+            f"not {args.task_name}"
+        )
 
     device = _device(parser, args, given, notes, world_size)
     if device is not None:
@@ -116,7 +121,8 @@ def translate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
             )
         if "lr_scheduler" in given and args.lr_scheduler != LRADJ[args.lradj]:
             parser.error(
-                f"argument --lradj: {args.lradj} means --lr_scheduler {LRADJ[args.lradj]}, but --lr_scheduler {args.lr_scheduler} is given"
+                f"argument --lradj: {args.lradj} means --lr_scheduler {LRADJ[args.lradj]}, "
+                f"but --lr_scheduler {args.lr_scheduler} is given"
             )
         args.lr_scheduler = LRADJ[args.lradj]
 
@@ -130,17 +136,21 @@ def translate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: l
             args.loss_preset = "standard"
         else:
             notes.append(
-                f"--loss {args.loss} ignored: classification trains with --loss_preset {args.loss_preset} (plain cross-entropy: --loss CE)"
+                f"--loss {args.loss} ignored: classification trains with --loss_preset {args.loss_preset} "
+                "(plain cross-entropy: --loss CE)"
             )
     if args.use_class_weights:
         if "class_weights" in given and args.class_weights != "balanced":
-            parser.error(f"argument --use_class_weights: means --class_weights balanced, but --class_weights {args.class_weights} is given")
+            parser.error(
+                "argument --use_class_weights: means --class_weights balanced, "
+                f"but --class_weights {args.class_weights} is given"
+            )
         args.class_weights = "balanced"
 
     _uea_path(parser, args)
 
     ignored = [f"--{name}" for name in IGNORED if getattr(args, name) is not None]
-    if args.d_ff is not None and args.model not in USES_D_FF:
+    if args.d_ff is not None and not MODELS[args.model].uses_d_ff:
         ignored.append("--d_ff")
     if ignored:
         notes.append(f"Time-Series-Library flags ignored (they do not apply to these models): {', '.join(ignored)}")
@@ -172,8 +182,8 @@ def _device(parser, args, given: set[str], notes: list[str], world_size: int) ->
             index = int(ids[0]) if index is None else index
             if world_size == 1:
                 notes.append(
-                    f"--use_multi_gpu: several GPUs train here as separate processes: torchrun --nproc_per_node {len(ids)} "
-                    f"run.py ... (this process uses cuda:{index})"
+                    "--use_multi_gpu: several GPUs train here as separate processes: "
+                    f"torchrun --nproc_per_node {len(ids)} run.py ... (this process uses cuda:{index})"
                 )
         elif args.devices is not None:
             notes.append("--devices ignored without --use_multi_gpu (as in Time-Series-Library)")
@@ -195,7 +205,10 @@ def _uea_path(parser, args) -> None:
             parser.error(f"argument --data: UEA reads NAME_TRAIN.ts + NAME_TEST.ts, not --data_path {args.data_path}")
         if args.data_path is None:
             if args.model_id is None:
-                parser.error("argument --data: UEA needs --model_id NAME (the files are --root_path/NAME_TRAIN.ts and NAME_TEST.ts)")
+                parser.error(
+                    "argument --data: UEA needs --model_id NAME "
+                    "(the files are --root_path/NAME_TRAIN.ts and NAME_TEST.ts)"
+                )
             args.data_path = args.model_id
         args.data = None  # the batch format follows --model
     if args.data_path is not None and args.data_path.lower().endswith(".ts"):
@@ -204,7 +217,9 @@ def _uea_path(parser, args) -> None:
             if stem.upper().endswith(part):
                 args.data_path = str(Path(args.data_path).with_name(stem[: -len(part)]))
                 return
-        parser.error(f"argument --data_path: {args.data_path}: a UEA .ts file comes as a pair NAME_TRAIN.ts + NAME_TEST.ts")
+        parser.error(
+            f"argument --data_path: {args.data_path}: a UEA .ts file comes as a pair NAME_TRAIN.ts + NAME_TEST.ts"
+        )
 
 
 def check_dims(args, channels: int, classes: int, source: str) -> None:
