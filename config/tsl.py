@@ -150,7 +150,7 @@ def translate(
     _uea_path(parser, args)
 
     ignored = [f"--{name}" for name in IGNORED if getattr(args, name) is not None]
-    if args.d_ff is not None and not MODELS[args.model].uses_d_ff:
+    if args.d_ff is not None and (args.model is None or not MODELS[args.model].uses_d_ff):  # None: not chosen yet
         ignored.append("--d_ff")
     if ignored:
         notes.append(f"Time-Series-Library flags ignored (they do not apply to these models): {', '.join(ignored)}")

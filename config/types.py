@@ -109,7 +109,7 @@ def duration_seconds(text: str) -> float:
     return seconds
 
 
-duration_seconds.text = lambda seconds: f"{seconds:g}s" if float(f"{seconds:g}") == seconds else f"{seconds!r}s"
+duration_seconds.text = lambda seconds: f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds!r}s"
 
 
 def device_name(text: str) -> str:

@@ -16,31 +16,40 @@ from utils.outputs import safe_name
 
 def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None = None) -> list[str]:
     """Checks ``args`` (parsed from ``argv``, the flags as typed) and fills in the defaults that depend on other
-    flags; returns notes to print (Time-Series-Library flags that were mapped or ignored)."""
+    flags; returns notes to print (Time-Series-Library flags that were mapped or ignored). ``parser.derived``
+    names the flags whose values were worked out here from other flags (a configuration file records them apart)."""
     typed = typed_flags(argv)
     notes = tsl.translate(parser, args, argv, launched_world_size())
+    given = dict(vars(args))
     _resolve_model(parser, args)
     if args.model_id is None:
         args.model_id = safe_name(Path(args.data_path).stem) if args.data_path else "ahu"
     if args.stride is None and not args.predict:  # --predict: the checkpoint's stride
         args.stride = max(1, args.step // 2)
-    _check_data(parser, args, typed)
+    _check_data(parser, args)
+    _model_defaults(parser, args)
+    _check_inputs(parser, args, typed)
     _check_training(parser, args, typed)
     _check_modes(parser, args, typed)
+    parser.derived = {dest for dest, value in vars(args).items() if value != given[dest]}
     return notes
 
 
 def _resolve_model(parser, args) -> None:
-    """--model and --data from each other, and the defaults each model declares for itself."""
+    """--model and --data from each other."""
     if args.model is None:  # own data: the model that did best on real AHU logs (benchmarks/README.md)
         args.model = default_model(args.data or ("Classification" if args.data_path else "DualGAF"))
     if args.data is None:
         args.data = model_format(args.model)
     if model_format(args.model) != args.data:
         parser.error(f"argument --model: {args.model} takes --data {model_format(args.model)}, not --data {args.data}")
-    spec = MODELS[args.model]
-    if spec.attention and args.d_model % args.n_heads:
+    if MODELS[args.model].attention and args.d_model % args.n_heads:
         parser.error(f"argument --n_heads: {args.n_heads} does not divide --d_model {args.d_model}")
+
+
+def _model_defaults(parser, args) -> None:
+    """The defaults each model declares for itself (its ModelSpec), and what its spec rules out."""
+    spec = MODELS[args.model]
     if args.sensor_roles is not None:
         args.derived_signals = "auto"
     for dest, flag in flag_table().items():
@@ -51,7 +60,7 @@ def _resolve_model(parser, args) -> None:
         parser.error(f"argument --window_stats: {args.model} has no statistics branch (only {having})")
 
 
-def _check_data(parser, args, typed: set[str]) -> None:
+def _check_data(parser, args) -> None:
     if args.split_fold and args.split != "blocked":
         parser.error(f"argument --split_fold: folds deal the blocks of --split blocked, not --split {args.split}")
     if args.train_stride is not None and args.split == "random":
@@ -67,6 +76,9 @@ def _check_data(parser, args, typed: set[str]) -> None:
             "argument --max_gap: fills gaps with rows that --missing drop would drop again; "
             "use --missing ffill or interpolate"
         )
+
+
+def _check_inputs(parser, args, typed: set[str]) -> None:
     if args.no_temporal and "temporal" in typed:
         parser.error("argument --temporal: --no_temporal leaves the temporal branch out; give one or the other")
     asked = {"derived_signals", "sensor_roles"} & typed

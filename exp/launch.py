@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     """One invocation of the runner: the command line (``sys.argv[1:]`` by default) -> exit code."""
     argv = sys.argv[1:] if argv is None else argv
     parser, args, notes, typed = parse(argv)
-    config = configuration(args)  # as resolved from the command line, before the run resolves more (args.json keeps it)
+    config = configuration(args, parser.derived)  # as launched, before the run resolves more (args.json keeps it)
     if args.print_config:
-        print(to_toml(config), end="", flush=True)
+        print(to_toml(config, notes), end="", flush=True)
         return 0
     plan = accumulation_plan(parser, args)
     runtime, wait_s = None, 0.0  # how long the teardown waits for the other processes

@@ -1,6 +1,7 @@
-"""run.py with test instruments, for the multi-process tests: ``torchrun ... tests/dist_worker.py FLAGS``.
+"""run.py with test instruments, for the multi-process tests: ``torchrun ... -m tests.dist_worker FLAGS``
+(from the checkout's root).
 
-It runs ``run.main(FLAGS)`` unchanged, after these optional patches (environment variables):
+It runs ``exp.launch.main(FLAGS)`` unchanged, after these optional patches (environment variables):
 
 * ``WORKER_N_TRAIN=n``: the training split cut to n windows spread over the classes (a data set
   size the test chooses, e.g. one whose last global micro-batch is smaller than the processes).
@@ -42,8 +43,8 @@ def install(rank: int) -> dict:
     """Apply the patches the environment asks for; returns the counters the hooks fill."""
     import torch
 
-    import data_provider.data_factory as factory
     import exp.exp as exp_module
+    import exp.launch as launch_module
     import exp.runtime as runtime_module
     import exp.trainer as trainer_module
 
@@ -51,14 +52,14 @@ def install(rank: int) -> dict:
     if os.environ.get("WORKER_N_TRAIN"):
         from tests.conftest import subset
 
-        real_build, n = factory.build_data, int(os.environ["WORKER_N_TRAIN"])
+        real_build, n = launch_module.build_data, int(os.environ["WORKER_N_TRAIN"])
 
         def build_data(args):
             data = copy.copy(real_build(args))
             data.train = subset(data.train, n)
             return data
 
-        factory.build_data = build_data
+        launch_module.build_data = build_data  # the data the launch builds once for every repeat
 
     if os.environ.get("WORKER_UNUSED"):
         real_model = exp_module.build_model

@@ -26,6 +26,7 @@ def run_cli(*flags, cwd=ROOT):
     (["--model_id", "a/b"], "--model_id"),
     (["--export_data", ""], "--export_data"),
     (["--resume", "x.pt", "--itr", "2"], "--resume"),
+    (["--model", "GNN", "--window_stats", "--time_col", "t"], "--time_col"),  # the checks' order, as before config/
 ])  # fmt: skip
 def test_bad_arguments_exit_2_with_one_line_naming_the_flag(flags, culprit):
     result = run_cli(*flags)

@@ -33,10 +33,11 @@ LINES = [
     ["--data_path", "logs.csv", "--max_gap", "90s", "--csv_sep", "tab", "--csv_decimal", "comma", "--feature_cols", "a,b",
      "--duplicates", "mean", "--fast_dev_run", "3", "--compile"],
     ["--seq_len", "64", "--use_gpu", "false", "--lradj", "cosine", "--loss", "CE", "--top_k", "3"],  # TSL names
+    ["--data_path", "logs.csv", "--max_gap", "14d", "--model", "Transformer", "--d_ff", "128", "--sensor_roles", "r.json"],
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("argv", LINES, ids=["defaults", "recipe", "csv", "tsl"])
+@pytest.mark.parametrize("argv", LINES, ids=["defaults", "recipe", "csv", "tsl", "weeks"])
 def test_print_config_writes_a_toml_file_that_config_reads_back_to_the_same_run(tmp_path, capsys, argv):
     text = printed(capsys, *argv)
     path = tmp_path / "run.toml"
@@ -45,6 +46,21 @@ def test_print_config_writes_a_toml_file_that_config_reads_back_to_the_same_run(
     assert list(tmp_path.iterdir()) == [path]  # printing writes nothing
     if "--seq_len" in argv:
         assert 'step = 64\n' in text and 'device = "cpu"\n' in text and 'loss_preset = "standard"\n' in text
+
+
+def test_what_the_run_worked_out_follows_the_flags_typed_over_the_file(tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text(printed(capsys))  # the defaults: DualGAFNet on DualGAF, stride 48, model_id ahu, ...
+    assert "[derived]" in path.read_text() and 'data = "DualGAF"' in path.read_text()
+    assert resolved("--config", str(path), "--model", "GNN") == resolved("--model", "GNN")
+    assert resolved("--config", str(path), "--step", "192")["stride"] == 96
+    assert resolved("--config", str(path), "--data_path", "new.csv") == resolved("--data_path", "new.csv")
+    assert resolved("--config", str(path), "--seq_len", "32")["step"] == 32  # a TSL name typed over the file's flag
+    # A default that changed since the file was written is pointed out when the file alone is read.
+    path.write_text(path.read_text().replace('stride = 48', 'stride = 24'))
+    _, _, notes, _ = parse(["--config", str(path)])
+    assert notes == [f"this version works out --stride 48 where {path} recorded 24 (a default changed?); add stride = 24 "
+                     "to the file to keep it"]  # fmt: skip
 
 
 def test_yaml_and_json_files_set_flags_and_the_command_line_overrides_them(tmp_path):
@@ -60,6 +76,10 @@ def test_yaml_and_json_files_set_flags_and_the_command_line_overrides_them(tmp_p
     values = resolved("--config", str(json_file), "--batch_size", "4")
     assert (values["batch_size"], values["seed"], values["des"]) == (4, 7, "from_json")  # typed wins, the rest stays
     assert resolved("--batch_size", "4", f"--config={json_file}")["batch_size"] == 4  # wherever --config stands
+    # YAML reads a bare on/off as a boolean: it means the flag's on or off, or the flag alone.
+    yaml_file.write_text("derived_signals: off\nresident_data: on\ncompile: off\nfast_dev_run: true\n")
+    typed = ["--derived_signals", "off", "--resident_data", "on", "--compile", "off", "--fast_dev_run"]
+    assert resolved("--config", str(yaml_file)) == resolved(*typed)
 
 
 BAD_FILES = [

@@ -1,4 +1,4 @@
-"""Whole runs through run.main: every format trains and writes every output file."""
+"""Whole runs through exp.launch.main (what run.py runs): every format trains and writes every output file."""
 
 import csv
 import json

@@ -140,3 +140,10 @@ def test_enc_in_and_num_class_are_checked_against_the_data(tmp_path, capsys):
         assert len(err) == 1 and culprit in err[0] and "has 2 sensors" in err[0] or "has 3 classes" in err[0]
     assert not (tmp_path / "c").exists()
     assert main([*base, "--enc_in", "2", "--num_class", "3"]) == 0
+
+
+@pytest.mark.parametrize("flags", [["--d_ff", "128"], ["--data", "Classification", "--d_ff", "128"], ["--model", "GNN", "--d_ff", "8"]])
+def test_d_ff_for_a_model_that_has_none_is_a_note_also_before_the_model_is_chosen(flags):
+    _, notes = parse(*flags)
+    assert notes == ["Time-Series-Library flags ignored (they do not apply to these models): --d_ff"]
+    assert parse("--model", "Transformer", "--d_ff", "128")[1] == []
