@@ -170,8 +170,8 @@ def configuration(args, derived=()) -> dict:
     defaults, the stride, the run's name) in a table of their own, which reading back does not pin, so typing
     another --model or --step over the file works them out again. Time-Series-Library names are left out:
     their values are in the flags they name."""
-    saved = {dest: flag.text(getattr(args, dest)) for dest, flag in flag_table().items()
-             if flag.saved and flag.role != TSL and getattr(args, dest) is not None}  # fmt: skip
+    kept = [dest for dest, flag in flag_table().items() if flag.saved and flag.role != TSL]
+    saved = {dest: flag_table()[dest].text(getattr(args, dest)) for dest in kept if getattr(args, dest) is not None}
     values = {dest: value for dest, value in saved.items() if dest not in derived}
     worked_out = {dest: value for dest, value in saved.items() if dest in derived}
     return {**values, DERIVED: worked_out} if worked_out else values

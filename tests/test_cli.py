@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -137,3 +138,13 @@ def test_run_name_parts_come_from_the_flag_declarations_and_follow_the_effective
     on_one, on_two = name(1, "--target_batch_size", "16"), name(2, "--target_batch_size", "16")
     assert on_one == on_two and "_bs4_tb16_lr" in on_one  # the same recipe on 1 or 2 processes: the same run
     assert "_seed0_" in name(1, "--seed", "0")  # a zero is a value, not an unset option
+
+
+def test_the_console_script_of_an_installed_checkout_is_run_py():
+    """pip install -e . (the requirements files do it) gives hvac-train: the same parser and exit codes."""
+    script = Path(sys.executable).parent / "hvac-train"
+    if not script.exists():
+        pytest.skip("the checkout is not installed (pip install -e .)")
+    assert subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120).stdout == run_cli("--help").stdout
+    refused = subprocess.run([str(script), "--batch_size", "0"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stderr == run_cli("--batch_size", "0").stderr

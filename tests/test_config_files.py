@@ -33,7 +33,7 @@ LINES = [
     ["--data_path", "logs.csv", "--max_gap", "90s", "--csv_sep", "tab", "--csv_decimal", "comma", "--feature_cols", "a,b",
      "--duplicates", "mean", "--fast_dev_run", "3", "--compile"],
     ["--seq_len", "64", "--use_gpu", "false", "--lradj", "cosine", "--loss", "CE", "--top_k", "3"],  # TSL names
-    ["--data_path", "logs.csv", "--max_gap", "14d", "--model", "Transformer", "--d_ff", "128", "--sensor_roles", "r.json"],
+    ["--data_path", "logs.csv", "--max_gap", "336h", "--model", "Transformer", "--d_ff", "128", "--sensor_roles", "r.json"],
 ]  # fmt: skip
 
 
