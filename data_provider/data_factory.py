@@ -21,6 +21,7 @@ from data_provider.sampler import EpochBatchSampler
 from data_provider.scaling import SCALERS
 from data_provider.sources import class_order, load_table, with_derived_signals
 from data_provider.uea import is_uea, load_uea, stack, stratified_holdout, ts_paths
+from data_provider.units import names_several, unit_summary
 from data_provider.windows import (
     BLOCK_PATTERN,
     SPLITS,
@@ -218,14 +219,15 @@ class DataBundle:
         )
 
 
-def split_windows(args, segments) -> dict:
+def split_windows(args, segments, units: np.ndarray | None = None) -> dict:
     if args.split == "chronological":
         return chronological_split(segments, args.step, args.stride, train_stride=args.train_stride)
     if args.split == "random":
         print("warning: --split random deals overlapping windows to different splits, so test rows are also seen in "
               "training: scores come out too high", flush=True)  # fmt: skip
         return random_split(segments, args.step, args.stride, args.seed)
-    return blocked_split(segments, args.step, args.stride, args.split_block, args.split_fold, train_stride=args.train_stride)
+    return blocked_split(segments, args.step, args.stride, args.split_block, args.split_fold, train_stride=args.train_stride,
+                         units=units)  # fmt: skip
 
 
 def check_coverage(split: dict, class_names: list[str], args) -> None:
@@ -307,7 +309,8 @@ def augmentation(args, train: WindowIndex) -> Augmentation | None:
 def build_data(args) -> DataBundle:
     if args.data_path and is_uea(args.root_path, args.data_path):
         return build_uea(args)
-    if args.data_path and not Path(args.data_path).suffix and not (Path(args.root_path) / args.data_path).exists():
+    one_name = args.data_path and not names_several(args.data_path)
+    if one_name and not Path(args.data_path).suffix and not (Path(args.root_path) / args.data_path).exists():
         train_ts = ts_paths(args.root_path, args.data_path)[0]
         raise UserError(f"--data_path: neither the file {Path(args.root_path) / args.data_path} nor the UEA file {train_ts} exists")
     table = with_derived_signals(load_table(args), args)
@@ -322,8 +325,10 @@ def build_data(args) -> DataBundle:
             f"--step {args.step} is longer than every segment (the longest has {longest.end - longest.start} rows, "
             f"class '{table.class_names[longest.label]}'); use a smaller --step"
         )
-    split = split_windows(args, segments)
+    split = split_windows(args, segments, table.units)
     check_coverage(split, table.class_names, args)
+    if table.unit_names:
+        print(unit_summary(table.units, table.unit_names, split), flush=True)
 
     fmt = FORMATS[args.data](args, args.step)
     train_rows = table.values[split["train"].rows(args.step)]

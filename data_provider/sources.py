@@ -15,6 +15,7 @@ import numpy as np
 
 from data_provider import simulator
 from data_provider.csv_source import Sampling, read_sensor_csv, sniff_dialect
+from data_provider.units import inventory_of, stack_units, unit_paths
 from utils.checkpoint import atomic_write
 from utils.errors import UserError
 from utils.fdd import NORMAL_NAMES
@@ -32,6 +33,8 @@ class Table:
     times: np.ndarray | None = None  # [rows] datetime64[ns], when the table has a time column
     derived: list = field(default_factory=list)  # recipe of the derived channels at the end (data_provider/derived.py)
     sampling: Sampling | None = None  # how a CSV log's rows lie in time (None: simulator, no time column)
+    units: np.ndarray | None = None  # [rows] the unit (log file) of each row, with several logs (data_provider/units.py)
+    unit_names: list[str] = field(default_factory=list)
 
 
 def with_derived_signals(table: Table, args) -> Table:
@@ -81,15 +84,23 @@ def load_table(args) -> Table:
             source=f"built-in AHU simulator ({args.sim_days} days per class, --sim_seed {args.sim_seed})",
             times=frame[simulator.TIME_COLUMN].to_numpy(dtype="datetime64[ns]"),
         )
-    path = Path(args.root_path) / args.data_path
+    paths = unit_paths(args.root_path, args.data_path)
+    several = len(paths) > 1
+    tables = [load_csv(args, path, inventory_of(path, args.fault_inventory, args.root_path, several)) for path in paths]
+    names = class_order([name for table in tables for name in table.class_names])
+    if len(names) < 2:
+        where = f"of {paths[0]}" if not several else f"of all {len(paths)} logs"
+        raise UserError(f"--label_col: column '{args.label_col}' {where} holds one class only ({names[0]})")
+    return Table(**stack_units(tables, paths, names)) if several else tables[0]
+
+
+def load_csv(args, path: Path, inventory: Path | None) -> Table:
+    """One CSV log as a table."""
     features = [c.strip() for c in args.feature_cols.split(",")] if args.feature_cols else None
-    inventory = Path(args.root_path) / args.fault_inventory if args.fault_inventory else None
     dialect = sniff_dialect(path, args.csv_sep, args.csv_decimal)
     csv = read_sensor_csv(path, args.time_col, args.label_col, features, inventory, args.missing, dialect=dialect,
                           duplicates=args.duplicates, max_gap_s=args.max_gap)  # fmt: skip
     names = class_order(csv.labels)
-    if len(names) < 2:
-        raise UserError(f"--label_col: column '{args.label_col}' of {path} holds one class only ({names[0]})")
     lookup = {name: i for i, name in enumerate(names)}
     return Table(
         values=csv.values,

@@ -98,20 +98,24 @@ def _collect(parts: dict[str, list[tuple]]) -> dict[str, WindowIndex]:
 
 
 def blocked_split(
-    segments: list[Segment], length: int, stride: int, block_windows: int, fold: int = 0, train_stride: int | None = None
+    segments: list[Segment], length: int, stride: int, block_windows: int, fold: int = 0, train_stride: int | None = None,
+    units: np.ndarray | None = None,
 ) -> dict[str, WindowIndex]:
+    """Blocks of ``block_windows`` windows dealt train,train,train,val,test per class, and per unit where ``units``
+    gives each row's unit (several logs): every unit reaches every split, as one log alone would."""
     pattern = BLOCK_PATTERN[fold:] + BLOCK_PATTERN[:fold]
     block_rows = length + (block_windows - 1) * stride  # block edges follow --stride, whatever the training windows' stride
-    blocks_seen: dict[int, int] = defaultdict(int)
+    blocks_seen: dict[tuple[int, int], int] = defaultdict(int)
     parts: dict[str, list] = {name: [] for name in SPLITS}
     for seg in segments:
         pos = seg.start
         while seg.end - pos >= length:
             block_end = min(pos + block_rows, seg.end)
-            name = pattern[blocks_seen[seg.label] % len(pattern)]
+            dealt = (0 if units is None else int(units[seg.start]), seg.label)
+            name = pattern[blocks_seen[dealt] % len(pattern)]
             starts = window_starts(pos, block_end, length, _stride(name, stride, train_stride))
             parts[name].append((starts, seg.label, (pos, block_end - length)))
-            blocks_seen[seg.label] += 1
+            blocks_seen[dealt] += 1
             pos = block_end
     return _collect(parts)
 
