@@ -58,8 +58,11 @@ class Dialect:
 
     sep: str = ","
     decimal: str = "."
+    parquet: bool = False  # a Parquet file: typed columns, no separator or decimal mark to detect
 
     def describe(self) -> str:
+        if self.parquet:
+            return "Parquet"
         return f"{SEPARATORS[self.sep]}-separated, decimal {'comma' if self.decimal == ',' else 'point'}"
 
 
@@ -77,7 +80,9 @@ class CsvTable:
 def sniff_dialect(path: Path, sep: str | None = None, decimal: str | None = None) -> Dialect:
     """The separator whose split gives every one of the first lines the same number (> 1) of
     fields (the most fields if several do; else the comma), and the decimal comma when the
-    numbers there are written with one (never with the comma as separator)."""
+    numbers there are written with one (never with the comma as separator). A ``.parquet`` file has none."""
+    if is_parquet(path):
+        return Dialect(parquet=True)
     try:
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
             lines = [line for _, line in zip(range(SNIFF_LINES), f) if line.strip()]
@@ -108,6 +113,8 @@ def read_strings(path: Path, flag: str, dialect: Dialect | None = None) -> pd.Da
         raise UserError(f"{flag}: file {path} does not exist")
     if path.is_dir():
         raise UserError(f"{flag}: {path} is a folder, not a CSV file")
+    if is_parquet(path):
+        return read_parquet_strings(path, flag)
     dialect = dialect or sniff_dialect(path)
     try:
         frame = pd.read_csv(path, sep=dialect.sep, dtype=str, keep_default_na=False, skipinitialspace=True)
@@ -133,6 +140,29 @@ def read_strings(path: Path, flag: str, dialect: Dialect | None = None) -> pd.Da
     if dialect.decimal == ",":
         frame = frame.apply(lambda col: col.str.replace(DECIMAL_COMMA, r"\1.\2", regex=True))
     return frame
+
+
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() == ".parquet"
+
+
+def read_parquet_strings(path: Path, flag: str) -> pd.DataFrame:
+    """A Parquet log as the same strings a CSV gives (pyarrow reads it): numbers written out in full
+    (they read back to the same bits), times as ISO text, missing values as empty cells, so every
+    check and rule of the CSV path applies unchanged."""
+    try:
+        import pyarrow.parquet  # noqa: F401 - pandas reads Parquet through it
+    except ImportError:
+        raise UserError(f"{flag}: reading {path} needs pyarrow (pip install pyarrow), or give the log as CSV") from None
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow's errors (ArrowInvalid, OSError) name no common base with pandas'
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{flag}: cannot read {path} as Parquet ({first})") from None
+    if frame.empty:
+        raise UserError(f"{flag}: {path} has columns but no data rows")
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame.apply(lambda col: col.astype(str).where(col.notna(), "").str.strip())
 
 
 def parse_times(cells: pd.Series, path: Path, column: str) -> np.ndarray:

@@ -48,9 +48,9 @@ def unit_paths(root: str, data_path: str) -> list[Path]:
             if not found:
                 raise UserError(f"--data_path: {part} matches no log file under {root}")
         elif full.is_dir():
-            found = [p for p in sorted(full.glob("*.csv")) if not _inventory(p)]
+            found = [p for p in sorted([*full.glob("*.csv"), *full.glob("*.parquet")]) if not _inventory(p)]
             if not found:
-                raise UserError(f"--data_path: {full} is a folder with no .csv log in it")
+                raise UserError(f"--data_path: {full} is a folder with no .csv or .parquet log in it")
         else:
             found = [full]
         paths += found

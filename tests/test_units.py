@@ -83,7 +83,7 @@ def test_bad_fleets_are_refused_in_one_line_with_nothing_written(logs, tmp_path,
     (odd / "ahu1.csv").write_text((logs / "ahu1.csv").read_text())
     cases = [
         ("nothing*.csv", (), "--data_path: nothing*.csv matches no log file under"),
-        ("empty", (), "is a folder with no .csv log in it"),
+        ("empty", (), "is a folder with no .csv or .parquet log in it"),
         ("ahu1.csv,fewer.csv", (), f"fewer.csv has other sensor columns than {odd / 'ahu1.csv'} (lacks {frame.columns[1]})"),
         ("ahu1.csv,slower.csv", (), "slower.csv is sampled every 120.0 s and"),
         ("ahu1.csv,ahu1.csv", (), "is named twice"),
@@ -93,3 +93,19 @@ def test_bad_fleets_are_refused_in_one_line_with_nothing_written(logs, tmp_path,
     ]
     for data_path, flags, message in cases:
         assert message in refusal(capsys, tmp_path, odd, data_path, *flags), data_path
+
+
+def test_fault_inventory_auto_reads_each_units_inventory_beside_it():
+    from tests.test_csv import GROUND_TRUTH, LBNL
+
+    if not (LBNL / "SZCAV-faults.csv").is_file():
+        pytest.skip(f"shared LBNL data not found at {LBNL}")
+    common = ("--data", "Classification", "--root_path", str(LBNL), "--label_col", GROUND_TRUTH, "--step", "96")
+    named = load_table(make_args(*common, "--data_path", "SZCAV.csv", "--fault_inventory", "SZCAV-faults.csv"))
+    auto = load_table(make_args(*common, "--data_path", "SZCAV.csv", "--fault_inventory", "auto"))
+    assert auto.class_names == named.class_names and np.array_equal(auto.labels, named.labels)
+    both = load_table(make_args(*common, "--data_path", "SZCAV.csv,SZVAV.csv", "--fault_inventory", "auto"))
+    szvav = load_table(make_args(*common, "--data_path", "SZVAV.csv", "--fault_inventory", "SZVAV-faults.csv"))
+    assert set(both.class_names) == set(named.class_names) | set(szvav.class_names)  # the union of the units' classes
+    second = both.units == 1
+    assert [both.class_names[i] for i in both.labels[second]] == [szvav.class_names[i] for i in szvav.labels]
