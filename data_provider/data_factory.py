@@ -183,6 +183,8 @@ class DataBundle:
     times: np.ndarray | None = None  # [rows] datetime64[ns] of the table's rows (None: UEA samples, no time column)
     ready_cut: bool = False  # UEA: every window is one sample of the file, not cut from a table
     derived: list = field(default_factory=list)  # recipe of the derived channels after the sensors (data_provider/derived.py)
+    units: np.ndarray | None = None  # [rows] the unit (log file) of each row of the table, with several logs
+    unit_names: list[str] = field(default_factory=list)
 
     @property
     def sensors(self) -> list[str]:
@@ -200,6 +202,12 @@ class DataBundle:
             number = list(range(len(split)))
             return number, number
         return window_bounds(self.times, split.starts, self.seq_len)
+
+    def window_units(self, split: WindowDataset) -> list[str] | None:
+        """The unit (log file) of each of a split's windows, with several logs; None with one."""
+        if self.units is None:
+            return None
+        return [self.unit_names[unit] for unit in self.units[split.starts]]
 
     def evaluated_on(self, val_windows: int | None, test_windows: int | None) -> DataBundle:
         """The bundle with validation and test limited to that many windows each (None: all)."""
@@ -340,7 +348,8 @@ def build_data(args) -> DataBundle:
     datasets = {name: WindowDataset(values, split[name].starts, split[name].labels, args.step, fmt) for name in SPLITS}
     datasets["train"].augment = augmentation(args, split["train"])
     return DataBundle(**datasets, class_names=table.class_names, channels=table.channels, fmt=fmt, source=table.source,
-                      seq_len=args.step, scaler=scaler, times=table.times, derived=table.derived)  # fmt: skip
+                      seq_len=args.step, scaler=scaler, times=table.times, derived=table.derived, units=table.units,
+                      unit_names=table.unit_names)  # fmt: skip
 
 
 def make_loader(

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.fdd import fdd_rates
 from utils.metrics import classification_report
 from utils.outputs import append_summary, write_json, writing
 
@@ -69,3 +70,28 @@ def write_training_curves(results_dir: Path, history: list[dict], loss_name: str
     if history:
         with writing(results_dir / "training_curves.png"):
             plot_training_curves(history, results_dir / "training_curves.png", loss_name=loss_name)
+
+
+def unit_figures(report: dict, window_units: list[str], num_classes: int, normal: int | None) -> dict:
+    """Per unit (log file) of a run on several logs: its test windows' accuracy, macro-F1 and fault-detection
+    rates, from the test report and each window's unit (in the report's order)."""
+    units = np.asarray(window_units, dtype=object)
+    figures = {}
+    for unit in dict.fromkeys(window_units):  # in the order of the units
+        mine = units == unit
+        part = classification_report(report["y_true"][mine], report["y_pred"][mine], num_classes)
+        fdd = fdd_rates(part["confusion_matrix"], normal)
+        figures[unit] = {"test_windows": int(mine.sum()), "test_accuracy": part["accuracy"], "test_macro_f1": part["macro_f1"],
+                         "false_alarm_rate": fdd["false_alarm_rate"], "detection_rate": fdd["detection_rate"]}  # fmt: skip
+    return figures
+
+
+def format_unit_figures(figures: dict) -> str:
+    def rate(value):
+        return "-" if value is None else f"{value:.2%}"
+
+    lines = ["Per unit (test windows)"]
+    for unit, f in figures.items():
+        lines.append(f"  {unit}: accuracy {f['test_accuracy']:.2%} | macro-F1 {f['test_macro_f1']:.4f} | false alarms "
+                     f"{rate(f['false_alarm_rate'])} | detection {rate(f['detection_rate'])} | {f['test_windows']} windows")  # fmt: skip
+    return "\n".join(lines)

@@ -21,7 +21,7 @@ from config.registry import LAYOUT, RECIPE
 from data_provider.csv_source import check_interval, sampling_interval
 from data_provider.data_factory import DataBundle, ResidentLoader, build_data, make_eval_loader, make_loader
 from exp.accumulation import AccumulationPlan, AccumulationPolicy, plan_accumulation, shrunk, smaller_micro_batch
-from exp.evaluation import evaluate, write_test_outputs, write_training_curves
+from exp.evaluation import evaluate, format_unit_figures, unit_figures, write_test_outputs, write_training_curves
 from exp.inference import deployment_record, prediction_table
 from exp.micro_batch import MicroBatchSizer, sized_plan
 from exp.runtime import SingleProcess
@@ -360,10 +360,16 @@ class Exp:
             "learning_rate": a.learning_rate,
         }
         title = f"{a.model} on {a.data}: accuracy {report['accuracy']:.2%}, macro-F1 {report['macro_f1']:.3f}"
-        predictions = prediction_table(*self.data.window_bounds(self.data.test), report["probs"], names, report["y_true"])
+        window_units = self.data.window_units(self.data.test)
+        if window_units is not None:  # several logs: the figures of each unit too
+            metrics["units"] = unit_figures(report, window_units, len(names), normal)
+        predictions = prediction_table(*self.data.window_bounds(self.data.test), report["probs"], names, report["y_true"],
+                                       window_units)  # fmt: skip
         rt.write(results_dir / "metrics.json",
                  lambda: write_test_outputs(results_dir, Path(a.results) / "summary.csv", metrics, predictions, title))  # fmt: skip
         print(format_report(report, names, normal), flush=True)
+        if window_units is not None:
+            print(format_unit_figures(metrics["units"]), flush=True)
         print(
             f"Test: accuracy {report['accuracy']:.2%} | macro-F1 {report['macro_f1']:.4f} | loss {report['loss']:.4f}"
             f" | {len(report['y_true'])} windows -> {results_dir}",

@@ -106,12 +106,12 @@ def probabilities(predictor: Predictor, values: np.ndarray, starts: np.ndarray, 
                            for i in range(0, len(starts), batch_size)])  # fmt: skip
 
 
-def prediction_table(starts, ends, probs: np.ndarray, class_names: list[str], y_true=None) -> pd.DataFrame:
-    """One row per window: its bounds, the true class (when known), the predicted class and its
-    probability, and the runners-up up to the top 3."""
+def prediction_table(starts, ends, probs: np.ndarray, class_names: list[str], y_true=None, units=None) -> pd.DataFrame:
+    """One row per window: its unit (with several logs), its bounds, the true class (when known), the
+    predicted class and its probability, and the runners-up up to the top 3."""
     names = np.asarray(class_names, dtype=object)
     order = np.argsort(-probs, axis=1, kind="stable")[:, : min(TOP_K, probs.shape[1])]
-    table = {"window_start": starts, "window_end": ends}
+    table = ({} if units is None else {"unit": units}) | {"window_start": starts, "window_end": ends}
     if y_true is not None:
         table["true_class"] = names[np.asarray(y_true, dtype=np.int64)]
     for rank in range(order.shape[1]):

@@ -1,9 +1,12 @@
 """Several logs in one run (--data_path a.csv,b.csv | a glob | a folder): each file a unit, stacked into one
 table whose windows never cross files, with the blocked split dealt per unit and class."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import f1_score
 
 from data_provider.data_factory import split_windows
 from data_provider.sources import load_table
@@ -63,6 +66,20 @@ def test_several_logs_train_in_one_run_and_the_summary_lists_each_unit(logs, tmp
     assert "Data: 2 units (ahu1.csv, ahu2.csv)" in out and "Units:\n  ahu1.csv: " in out and "\n  ahu2.csv: " in out
     (run,) = [p.name for p in (tmp_path / "res").iterdir() if p.is_dir()]
     assert run.startswith("ahu1+1_ResNet1D_")  # the default name: the first log and how many more
+    # Predictions and metrics carry the unit; each unit's figures match its own rows of predictions.csv.
+    predictions = pd.read_csv(tmp_path / "res" / run / "predictions.csv")
+    metrics = json.loads((tmp_path / "res" / run / "metrics.json").read_text())
+    assert predictions.columns[0] == "unit" and list(metrics["units"]) == ["ahu1.csv", "ahu2.csv"]
+    assert "Per unit (test windows)\n  ahu1.csv: accuracy " in out
+    for unit, figures in metrics["units"].items():
+        rows = predictions[predictions["unit"] == unit]
+        assert figures["test_windows"] == len(rows) > 0
+        assert figures["test_accuracy"] == pytest.approx((rows["true_class"] == rows["predicted_class"]).mean())
+        assert figures["test_macro_f1"] == pytest.approx(f1_score(rows["true_class"], rows["predicted_class"], average="macro"))
+        normal = rows["true_class"] == "normal"
+        alarms = (rows["predicted_class"] != "normal") & normal
+        assert figures["false_alarm_rate"] == pytest.approx(alarms.sum() / normal.sum())
+    assert sum(f["test_windows"] for f in metrics["units"].values()) == metrics["test_samples"]
 
 
 def refusal(capsys, tmp_path, folder, data_path, *flags) -> str:
