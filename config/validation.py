@@ -24,7 +24,7 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: li
     given = dict(vars(args))
     _resolve_model(parser, args)
     if args.model_id is None:
-        args.model_id = safe_name(default_name(args.data_path)) if args.data_path else "ahu"
+        args.model_id = safe_name(default_name(args.root_path, args.data_path)) if args.data_path else "ahu"
     if args.stride is None and not args.predict:  # --predict: the checkpoint's stride
         args.stride = max(1, args.step // 2)
     _check_data(parser, args)
@@ -136,7 +136,7 @@ def _check_modes(parser, args, typed: set[str]) -> None:
                 parser.error(f"argument --{flag}: does not apply to --predict (it applies --checkpoint to --data_path)")
         if launched_world_size() > 1:
             parser.error("argument --predict: runs on one process; start it with python, not torchrun")
-        if names_several(args.data_path):
+        if names_several(args.root_path, args.data_path):
             parser.error("argument --data_path: --predict reads one log; run it once per file")
     if args.fast_dev_run is not None:
         own = ("resume", "predict", "dry_run", "export_data", "limit_train_batches", "limit_val_batches", "itr")

@@ -317,7 +317,7 @@ def augmentation(args, train: WindowIndex) -> Augmentation | None:
 def build_data(args) -> DataBundle:
     if args.data_path and is_uea(args.root_path, args.data_path):
         return build_uea(args)
-    one_name = args.data_path and not names_several(args.data_path)
+    one_name = args.data_path and not names_several(args.root_path, args.data_path)
     if one_name and not Path(args.data_path).suffix and not (Path(args.root_path) / args.data_path).exists():
         train_ts = ts_paths(args.root_path, args.data_path)[0]
         raise UserError(f"--data_path: neither the file {Path(args.root_path) / args.data_path} nor the UEA file {train_ts} exists")

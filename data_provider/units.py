@@ -20,14 +20,18 @@ INVENTORY_SUFFIX = "-faults.csv"  # --fault_inventory auto: NAME-faults.csv besi
 PATTERN_CHARACTERS = "*?["
 
 
-def names_several(data_path: str) -> bool:
-    """Whether ``--data_path`` is written as several logs (a list or a glob) rather than one path."""
-    return "," in data_path or any(c in data_path for c in PATTERN_CHARACTERS)
+def names_several(root: str, data_path: str) -> bool:
+    """Whether ``--data_path`` is written as several logs (a list or a glob) rather than one path. A file that
+    exists under that very name is one log, commas or brackets in its name or not."""
+    written = "," in data_path or any(c in data_path for c in PATTERN_CHARACTERS)
+    return written and not (Path(root) / data_path).is_file()
 
 
-def default_name(data_path: str) -> str:
+def default_name(root: str, data_path: str) -> str:
     """The run's default --model_id: the file's name, the first of a list and how many more (SZCAV+2), the
     folder of a glob, or a folder's own name."""
+    if not names_several(root, data_path):
+        return Path(data_path).stem or Path(root, data_path).resolve().name
     parts = [part.strip() for part in data_path.split(",") if part.strip()]
     first = Path(parts[0]) if parts else Path(data_path)
     if any(c in str(first) for c in PATTERN_CHARACTERS):
@@ -38,6 +42,8 @@ def default_name(data_path: str) -> str:
 
 def unit_paths(root: str, data_path: str) -> list[Path]:
     """The log files ``--data_path`` names under ``--root_path``, in the order given (sorted within a glob or folder)."""
+    if not names_several(root, data_path) and not (Path(root) / data_path).is_dir():
+        return [Path(root) / data_path]  # one log (read_strings names what is wrong with it, if anything)
     paths: list[Path] = []
     for part in (part.strip() for part in data_path.split(",")):
         if not part:

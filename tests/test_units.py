@@ -126,3 +126,11 @@ def test_fault_inventory_auto_reads_each_units_inventory_beside_it():
     assert set(both.class_names) == set(named.class_names) | set(szvav.class_names)  # the union of the units' classes
     second = both.units == 1
     assert [both.class_names[i] for i in both.labels[second]] == [szvav.class_names[i] for i in szvav.labels]
+
+
+def test_a_file_whose_name_has_a_comma_or_brackets_is_one_log(logs, tmp_path):
+    odd = tmp_path / "AHU-1 [2024],export.csv"
+    odd.write_text((logs / "ahu1.csv").read_text())
+    table, _, args = table_and_split(tmp_path, odd.name)
+    assert table.unit_names == [] and args.model_id == "AHU-1__2024__export"
+    assert np.array_equal(table.values, table_and_split(logs, "ahu1.csv")[0].values)
