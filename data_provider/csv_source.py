@@ -161,6 +161,8 @@ def read_parquet_strings(path: Path, flag: str) -> pd.DataFrame:
         raise UserError(f"{flag}: cannot read {path} as Parquet ({first})") from None
     if frame.empty:
         raise UserError(f"{flag}: {path} has columns but no data rows")
+    if not isinstance(frame.index, pd.RangeIndex):  # e.g. the time saved as the index: a column like the others
+        frame = frame.reset_index()
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame.apply(lambda col: col.astype(str).where(col.notna(), "").str.strip())
 

@@ -91,7 +91,7 @@ def load_table(args) -> Table:
     if len(names) < 2:
         where = f"of {paths[0]}" if not several else f"of all {len(paths)} logs"
         raise UserError(f"--label_col: column '{args.label_col}' {where} holds one class only ({names[0]})")
-    return Table(**stack_units(tables, paths, names)) if several else tables[0]
+    return Table(**stack_units(tables, paths, names, args.root_path)) if several else tables[0]
 
 
 def load_csv(args, path: Path, inventory: Path | None) -> Table:

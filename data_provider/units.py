@@ -50,11 +50,13 @@ def unit_paths(root: str, data_path: str) -> list[Path]:
             raise UserError(f"--data_path: an empty name in {data_path!r} (separate several files with commas)")
         full = Path(root) / part
         if any(c in part for c in PATTERN_CHARACTERS):
-            found = [Path(p) for p in sorted(glob.glob(str(full))) if Path(p).is_file() and not _inventory(Path(p))]
+            pattern = str(Path(glob.escape(root)) / part)  # the root is a folder name, not a pattern
+            found = [Path(p) for p in sorted(glob.glob(pattern)) if Path(p).is_file() and not _inventory(Path(p))]
             if not found:
                 raise UserError(f"--data_path: {part} matches no log file under {root}")
         elif full.is_dir():
-            found = [p for p in sorted([*full.glob("*.csv"), *full.glob("*.parquet")]) if not _inventory(p)]
+            found = [p for p in sorted(full.iterdir()) if p.is_file() and not p.name.startswith(".")
+                     and p.suffix.lower() in (".csv", ".parquet") and not _inventory(p)]  # fmt: skip
             if not found:
                 raise UserError(f"--data_path: {full} is a folder with no .csv or .parquet log in it")
         else:
@@ -63,7 +65,23 @@ def unit_paths(root: str, data_path: str) -> list[Path]:
     twice = sorted({str(p) for p in paths if paths.count(p) > 1})
     if twice:
         raise UserError(f"--data_path: {twice[0]} is named twice")
+    names = unit_names(root, paths)
+    same = sorted({name for name in names if names.count(name) > 1})
+    if same:  # a.csv and a.parquet: the same log twice, or two exports of one name
+        raise UserError(f"--data_path: two logs are both unit {same[0]}; keep one of them")
     return paths
+
+
+def unit_names(root: str, paths: list[Path]) -> list[str]:
+    """Each unit's name: its path below --root_path, less the suffix (b1/AHU and b2/AHU stay apart)."""
+    def name(path: Path) -> str:
+        try:
+            below = path.relative_to(root)
+        except ValueError:
+            below = path
+        return str(below.with_suffix(""))
+
+    return [name(path) for path in paths]
 
 
 def _inventory(path: Path) -> bool:
@@ -87,7 +105,7 @@ def inventory_of(path: Path, inventory: str | None, root: str, several: bool) ->
     return Path(root) / inventory
 
 
-def stack_units(tables: list, paths: list[Path], names: list[str]) -> dict:
+def stack_units(tables: list, paths: list[Path], names: list[str], root: str = ".") -> dict:
     """The fields of one table stacked from the units' tables (``data_provider.sources.Table``, one per path):
     the same sensor columns in each (put in the first unit's order), the same sampling interval; ``names``: the
     union of the units' classes, in the class order."""
@@ -130,7 +148,7 @@ def stack_units(tables: list, paths: list[Path], names: list[str]) -> dict:
         times=times,
         sampling=sampling,
         units=np.repeat(np.arange(len(tables)), lengths),
-        unit_names=[p.name for p in paths],
+        unit_names=unit_names(root, paths),
     )
 
 

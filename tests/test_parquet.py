@@ -40,8 +40,12 @@ def test_a_parquet_log_reads_to_the_same_bits_as_its_csv(log):
     assert np.array_equal(parquet.times, csv.times) and np.array_equal(parquet.breaks, csv.breaks)
     assert not np.isnan(parquet.values).any()  # the empty cells were filled (--missing ffill) as in the CSV
     assert parquet.source.endswith("(Parquet)")
-    both = table(folder, "log.csv,log.parquet")  # a CSV unit and a Parquet unit in one run
-    assert both.unit_names == ["log.csv", "log.parquet"] and np.array_equal(both.values[both.units == 1], csv.values)
+    (folder / "other.parquet").write_bytes((folder / "log.parquet").read_bytes())
+    both = table(folder, "log.csv,other.parquet")  # a CSV unit and a Parquet unit in one run
+    assert both.unit_names == ["log", "other"] and np.array_equal(both.values[both.units == 1], csv.values)
+    typed.set_index(frame.columns[0]).to_parquet(folder / "indexed.parquet")  # the time saved as the index
+    indexed = table(folder, "indexed.parquet")
+    assert np.array_equal(indexed.times, csv.times) and np.array_equal(indexed.values, csv.values)
 
 
 def test_without_pyarrow_or_with_a_broken_file_the_refusal_is_one_line(log, tmp_path, monkeypatch):

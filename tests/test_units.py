@@ -32,19 +32,21 @@ def table_and_split(folder, data_path, *flags):
 
 def test_units_stack_without_a_window_across_files_and_each_reaches_every_split(logs):
     table, split, args = table_and_split(logs, "ahu1.csv,ahu2.csv,ahu3.csv")
-    assert table.unit_names == ["ahu1.csv", "ahu2.csv", "ahu3.csv"]
+    assert table.unit_names == ["ahu1", "ahu2", "ahu3"]
     assert len(table.values) == sum(len(pd.read_csv(logs / f"ahu{k}.csv")) for k in (1, 2, 3))
     for name in SPLITS:
         starts = split[name].starts
         assert np.array_equal(table.units[starts], table.units[starts + args.step - 1])  # inside one file
         assert set(table.units[starts]) == {0, 1, 2}  # every unit in every split
-    # Each unit is dealt as it would be alone: the first unit's windows are those of its file alone.
-    alone_table, alone, _ = table_and_split(logs, "ahu1.csv")
-    assert alone_table.class_names == table.class_names
-    for name in SPLITS:
-        mine = table.units[split[name].starts] == 0
-        assert np.array_equal(split[name].starts[mine], alone[name].starts)
-        assert np.array_equal(split[name].labels[mine], alone[name].labels)
+    # Each unit is dealt as it would be alone: its windows are those of its file alone, behind the earlier units' rows.
+    for unit in (0, 1, 2):
+        alone_table, alone, _ = table_and_split(logs, f"ahu{unit + 1}.csv")
+        assert alone_table.class_names == table.class_names
+        offset = int(np.flatnonzero(table.units == unit)[0])
+        for name in SPLITS:
+            mine = table.units[split[name].starts] == unit
+            assert np.array_equal(split[name].starts[mine] - offset, alone[name].starts)
+            assert np.array_equal(split[name].labels[mine], alone[name].labels)
     # The second unit's rows are its file's values, behind the first unit's.
     second = pd.read_csv(logs / "ahu2.csv")
     rows = np.flatnonzero(table.units == 1)
@@ -63,14 +65,14 @@ def test_several_logs_train_in_one_run_and_the_summary_lists_each_unit(logs, tmp
     flags = [*TINY, "--model", "ResNet1D", "--train_epochs", "1", "--root_path", str(logs), "--data_path", "ahu1.csv,ahu2.csv"]
     assert main([*flags, *outputs]) == 0
     out = capsys.readouterr().out
-    assert "Data: 2 units (ahu1.csv, ahu2.csv)" in out and "Units:\n  ahu1.csv: " in out and "\n  ahu2.csv: " in out
+    assert "Data: 2 units (ahu1.csv, ahu2.csv)" in out and "Units:\n  ahu1: " in out and "\n  ahu2: " in out
     (run,) = [p.name for p in (tmp_path / "res").iterdir() if p.is_dir()]
     assert run.startswith("ahu1+1_ResNet1D_")  # the default name: the first log and how many more
     # Predictions and metrics carry the unit; each unit's figures match its own rows of predictions.csv.
     predictions = pd.read_csv(tmp_path / "res" / run / "predictions.csv")
     metrics = json.loads((tmp_path / "res" / run / "metrics.json").read_text())
-    assert predictions.columns[0] == "unit" and list(metrics["units"]) == ["ahu1.csv", "ahu2.csv"]
-    assert "Per unit (test windows)\n  ahu1.csv: accuracy " in out
+    assert predictions.columns[0] == "unit" and list(metrics["units"]) == ["ahu1", "ahu2"]
+    assert "Per unit (test windows)\n  ahu1: accuracy " in out
     for unit, figures in metrics["units"].items():
         rows = predictions[predictions["unit"] == unit]
         assert figures["test_windows"] == len(rows) > 0
@@ -134,3 +136,13 @@ def test_a_file_whose_name_has_a_comma_or_brackets_is_one_log(logs, tmp_path):
     table, _, args = table_and_split(tmp_path, odd.name)
     assert table.unit_names == [] and args.model_id == "AHU-1__2024__export"
     assert np.array_equal(table.values, table_and_split(logs, "ahu1.csv")[0].values)
+
+
+def test_logs_of_one_name_in_two_folders_are_two_units_and_one_log_twice_is_refused(logs, tmp_path, capsys):
+    for building in ("b1", "b2"):
+        (tmp_path / building).mkdir()
+        (tmp_path / building / "AHU.csv").write_text((logs / f"ahu{building[1]}.csv").read_text())
+    table, _, _ = table_and_split(tmp_path, "b*/AHU.csv")
+    assert table.unit_names == ["b1/AHU", "b2/AHU"]
+    pd.read_csv(tmp_path / "b1" / "AHU.csv").to_parquet(tmp_path / "b1" / "AHU.parquet", index=False)
+    assert "two logs are both unit AHU; keep one" in refusal(capsys, tmp_path, tmp_path / "b1", ".")
