@@ -15,7 +15,6 @@ RECIPE = "recipe"  # shapes the data, the model, the loss or the schedule: a res
 LAYOUT = "layout"  # how a window is cut into micro-batches: a resumed run must keep the effective batch
 RUN = "run"  # how or where this run executes (device, outputs, progress): free to change on resume
 TSL = "tsl"  # a Time-Series-Library name, translated into the flags above before anything else (config/tsl.py)
-ROLES = (RECIPE, LAYOUT, RUN, TSL)
 
 
 @dataclass(frozen=True)

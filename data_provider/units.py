@@ -36,7 +36,7 @@ def default_name(root: str, data_path: str) -> str:
     first = Path(parts[0]) if parts else Path(data_path)
     if any(c in str(first) for c in PATTERN_CHARACTERS):
         first = first.parent
-    name = first.stem or first.resolve().name
+    name = first.stem or Path(root, first).resolve().name  # a glob in the root itself: the root's name
     return f"{name}+{len(parts) - 1}" if len(parts) > 1 else name
 
 
